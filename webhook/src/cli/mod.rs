@@ -1,0 +1,95 @@
+//! The commands of the `wi-webhook` binary.
+
+pub mod certs;
+pub mod mutate;
+pub mod serve;
+
+use clap::{Args, ValueEnum};
+
+use crate::config::{self, MutationConfig};
+
+/// How the proxy sidecar is placed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum NativeSidecar {
+    /// Ask the API server once at start-up: native on 1.32 or newer.
+    Auto,
+    /// An init container with restartPolicy Always, right after azwi-proxy-init.
+    Always,
+    /// A regular container, first in spec.containers.
+    Never,
+}
+
+/// Flags that shape the mutation, shared by `serve` and `mutate`.
+#[derive(Args, Clone, Debug)]
+pub struct MutationArgs {
+    /// Tenant injected when neither the ServiceAccount nor an AgentPool names one. Required.
+    #[arg(long, env = "AZURE_TENANT_ID", value_name = "ID")]
+    pub tenant_id: Option<String>,
+
+    /// Azure cloud, case-insensitive: AzurePublicCloud (default), AzureUSGovernmentCloud,
+    /// AzureChinaCloud or AzureGermanCloud. Sets AZURE_AUTHORITY_HOST.
+    #[arg(
+        long,
+        env = "AZURE_ENVIRONMENT",
+        default_value = "AzurePublicCloud",
+        value_name = "NAME"
+    )]
+    pub azure_environment: String,
+
+    /// AZURE_AUTHORITY_HOST for other clouds (Azure Stack); overrides --azure-environment.
+    #[arg(long, env = "WI_AUTHORITY_HOST", value_name = "URL")]
+    pub authority_host: Option<String>,
+
+    /// Audience of the projected service-account token.
+    #[arg(long, env = "WI_AUDIENCE", default_value = config::DEFAULT_AUDIENCE)]
+    pub audience: String,
+
+    /// Name of the injected projected token volume.
+    #[arg(long, env = "WI_TOKEN_VOLUME_NAME", default_value = config::DEFAULT_VOLUME_NAME)]
+    pub token_volume_name: String,
+
+    /// Where the token volume is mounted (read-only) in each container.
+    #[arg(long, env = "WI_TOKEN_MOUNT_PATH", default_value = config::DEFAULT_MOUNT_PATH)]
+    pub token_mount_path: String,
+
+    /// Image of the azwi-proxy-init init container.
+    #[arg(long, env = "WI_PROXY_INIT_IMAGE", default_value = config::DEFAULT_PROXY_INIT_IMAGE)]
+    pub proxy_init_image: String,
+
+    /// Image of the azwi-proxy sidecar.
+    #[arg(long, env = "WI_PROXY_IMAGE", default_value = config::DEFAULT_PROXY_IMAGE)]
+    pub proxy_image: String,
+
+    /// --log-level passed to the azwi-proxy sidecar.
+    #[arg(long, env = "WI_PROXY_LOG_LEVEL", default_value = "info")]
+    pub proxy_log_level: String,
+
+    /// Place the proxy as a native sidecar. `serve` resolves `auto` by asking the API server;
+    /// `mutate` has no server and treats `auto` as `always` (every supported Kubernetes,
+    /// 1.32 and newer, has native sidecars).
+    #[arg(long, env = "WI_NATIVE_SIDECAR", value_enum, default_value = "auto")]
+    pub native_sidecar: NativeSidecar,
+}
+
+impl MutationArgs {
+    /// The validated configuration; `native` is the resolved sidecar placement.
+    pub fn config(&self, native: bool) -> anyhow::Result<MutationConfig> {
+        let authority_host = match &self.authority_host {
+            Some(url) if !url.trim().is_empty() => url.trim().to_string(),
+            _ => config::authority_host_for(&self.azure_environment)?,
+        };
+        let config = MutationConfig {
+            tenant_id: self.tenant_id.clone().unwrap_or_default(),
+            authority_host,
+            audience: self.audience.clone(),
+            volume_name: self.token_volume_name.clone(),
+            mount_path: self.token_mount_path.clone(),
+            proxy_init_image: self.proxy_init_image.clone(),
+            proxy_image: self.proxy_image.clone(),
+            proxy_log_level: self.proxy_log_level.clone(),
+            native_sidecar: native,
+        };
+        config.validate()?;
+        Ok(config)
+    }
+}

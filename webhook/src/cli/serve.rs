@@ -1,0 +1,188 @@
+//! `wi-webhook serve`: the admission webhook over TLS, and the plain operations port.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+use kube::Client;
+
+use super::{MutationArgs, NativeSidecar};
+use crate::admission::Admitter;
+use crate::api::{self, AppState, tls};
+use crate::policy::Policy;
+use crate::serviceaccounts::ServiceAccounts;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum TlsVersion {
+    #[value(name = "1.2")]
+    V1_2,
+    #[value(name = "1.3")]
+    V1_3,
+}
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Address of the admission (TLS) listener.
+    #[arg(long, env = "WI_LISTEN", default_value = "0.0.0.0:9443")]
+    pub listen: SocketAddr,
+
+    /// Serving certificate (PEM, chain allowed).
+    #[arg(
+        long,
+        env = "WI_TLS_CERT_FILE",
+        default_value = "/etc/wi-webhook/tls/tls.crt"
+    )]
+    pub tls_cert_file: PathBuf,
+
+    /// Private key of the serving certificate (PEM).
+    #[arg(
+        long,
+        env = "WI_TLS_KEY_FILE",
+        default_value = "/etc/wi-webhook/tls/tls.key"
+    )]
+    pub tls_key_file: PathBuf,
+
+    /// Lowest TLS version accepted.
+    #[arg(long, env = "WI_TLS_MIN_VERSION", value_enum, default_value = "1.3")]
+    pub tls_min_version: TlsVersion,
+
+    /// Address of the plain-HTTP listener for /metrics, /healthz and /readyz.
+    #[arg(long, env = "WI_METRICS_LISTEN", default_value = "0.0.0.0:8095")]
+    pub metrics_listen: SocketAddr,
+
+    /// Largest accepted request body, in bytes; larger ones get 413.
+    #[arg(long, env = "WI_BODY_LIMIT", default_value_t = api::DEFAULT_BODY_LIMIT)]
+    pub body_limit: usize,
+
+    /// Timeout of the direct ServiceAccount GET on a cache miss, in milliseconds.
+    #[arg(long, env = "WI_SA_LOOKUP_TIMEOUT_MS", default_value_t = 2000)]
+    pub sa_lookup_timeout_ms: u64,
+
+    /// After SIGTERM, how long in-flight requests may take before connections are closed,
+    /// in seconds. Keep it below the pod's terminationGracePeriodSeconds.
+    #[arg(long, env = "WI_DRAIN_SECONDS", default_value_t = 20)]
+    pub drain_seconds: u64,
+
+    /// kubeconfig to use; default: in-cluster config, then ~/.kube/config.
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub mutation: MutationArgs,
+}
+
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    // Refuse a bad configuration before touching the network.
+    args.mutation.config(true)?;
+    let pair = wi_certs::load_pair(&args.tls_cert_file, &args.tls_key_file)
+        .context("cannot serve with this certificate")?;
+    let certs = tls::CertSlot::new(pair.certified_key);
+    let tls_config = tls::server_config(certs, args.tls_min_version == TlsVersion::V1_2)?;
+
+    let client = client(args.kubeconfig.as_deref()).await?;
+    let native = match args.mutation.native_sidecar {
+        NativeSidecar::Always => true,
+        NativeSidecar::Never => false,
+        NativeSidecar::Auto => native_sidecars_supported(&client).await?,
+    };
+    let config = args.mutation.config(native)?;
+    tracing::info!(native_sidecar = native, authority_host = %config.authority_host, "configuration");
+
+    let service_accounts =
+        ServiceAccounts::watch(client, Duration::from_millis(args.sa_lookup_timeout_ms));
+    let state = AppState::new(Admitter {
+        config,
+        service_accounts: service_accounts.clone(),
+        policy: Policy::default(),
+    });
+    {
+        let state = state.clone();
+        tokio::spawn(async move {
+            service_accounts.wait_synced().await;
+            tracing::info!(
+                cached = service_accounts.cached(),
+                "ServiceAccount cache synced; ready"
+            );
+            state.ready.store(true, Ordering::Release);
+        });
+    }
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let metrics_listener = tokio::net::TcpListener::bind(args.metrics_listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.metrics_listen))?;
+    let health = api::health::router(state.clone());
+    let mut metrics_stop = stop_rx.clone();
+    let metrics_task = tokio::spawn(async move {
+        axum::serve(metrics_listener, health)
+            .with_graceful_shutdown(async move {
+                let _ = metrics_stop.wait_for(|s| *s).await;
+            })
+            .await
+    });
+
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    tracing::info!(listen = %args.listen, metrics = %args.metrics_listen, "serving");
+    let app = api::router(state.clone(), args.body_limit);
+    let shutdown = async move {
+        shutdown_signal().await;
+        tracing::info!("shutdown requested");
+        // Unready first, so endpoints stop sending us traffic while we drain.
+        state.ready.store(false, Ordering::Release);
+        let _ = stop_tx.send(true);
+    };
+    tls::serve(
+        listener,
+        Arc::new(tls_config),
+        app,
+        shutdown,
+        Duration::from_secs(args.drain_seconds),
+    )
+    .await;
+    let _ = metrics_task.await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<Client> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let kc = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("cannot read kubeconfig {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?
+        }
+        None => kube::Config::infer()
+            .await
+            .context("no Kubernetes configuration found")?,
+    };
+    Ok(Client::try_from(config)?)
+}
+
+/// Native sidecars (init containers with restartPolicy Always) are on by default from 1.29
+/// and GA in 1.33; the SPEC asks for 1.32 or newer.
+async fn native_sidecars_supported(client: &Client) -> anyhow::Result<bool> {
+    let info = client
+        .apiserver_version()
+        .await
+        .context("cannot ask the API server for its version (--native-sidecar auto)")?;
+    let minor: u32 = info.minor.trim_end_matches('+').parse().unwrap_or(0);
+    let major: u32 = info.major.parse().unwrap_or(0);
+    let native = major > 1 || (major == 1 && minor >= 32);
+    tracing::info!(version = %info.git_version, native, "API server version");
+    Ok(native)
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

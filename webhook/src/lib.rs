@@ -1,0 +1,19 @@
+//! wi-webhook: Azure Workload Identity for Azure DevOps agent pods, with pool isolation.
+//!
+//! Decision logic (`mutation`, `policy`, `admission`) is plain functions over JSON; `api`
+//! is the HTTP layer (axum over rustls) and `cli` the commands of the binary.
+
+pub mod admission;
+pub mod api;
+pub mod cli;
+pub mod config;
+pub mod denial;
+pub mod inputs;
+pub mod keys;
+pub mod metrics;
+pub mod mutation;
+pub mod offline;
+pub mod pod;
+pub mod policy;
+pub mod serviceaccounts;
+pub mod workloads;

@@ -1,0 +1,70 @@
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use wi_webhook::cli;
+
+/// Azure Workload Identity mutating admission webhook for Azure DevOps agent pools.
+#[derive(Parser, Debug)]
+#[command(name = "wi-webhook", version, about)]
+struct Cli {
+    /// Log filter (error, warn, info, debug, trace, or a tracing directive).
+    #[arg(long, env = "WI_LOG_LEVEL", default_value = "info", global = true)]
+    log_level: String,
+
+    /// Log as JSON lines.
+    #[arg(long, env = "WI_LOG_JSON", global = true)]
+    log_json: bool,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Serve admission reviews over TLS (the webhook).
+    Serve(cli::serve::ServeArgs),
+    /// Show the mutation of Pods and workloads in manifests, without a cluster.
+    Mutate(cli::mutate::MutateArgs),
+    /// Create certificates for the webhook.
+    Certs(cli::certs::CertsArgs),
+}
+
+fn init_logging(level: &str, json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_new(level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().flatten_event(true).init();
+    } else {
+        builder.init();
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.log_level, cli.log_json);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = match cli.command {
+        Command::Serve(args) => runtime.block_on(cli::serve::run(args)),
+        Command::Mutate(args) => return runtime.block_on(cli::mutate::run(args)),
+        Command::Certs(args) => cli::certs::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

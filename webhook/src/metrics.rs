@@ -1,0 +1,82 @@
+//! Prometheus metrics of the admission path.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AdmissionLabels {
+    pub decision: String,
+    pub operation: String,
+    pub dry_run: String,
+}
+
+pub struct Metrics {
+    pub registry: Registry,
+    pub admissions: Family<AdmissionLabels, Counter>,
+    pub latency: Histogram,
+    /// Bodies that were not AdmissionReviews (answered 4xx without a decision).
+    pub bad_requests: Counter,
+    pub serviceaccounts: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("wi_webhook");
+        let admissions = Family::<AdmissionLabels, Counter>::default();
+        registry.register(
+            "admissions",
+            "Admission requests answered, by decision, operation and dry-run",
+            admissions.clone(),
+        );
+        // 25 us .. ~0.8 s: fine enough to tell sub-millisecond answers apart.
+        let latency = Histogram::new(exponential_buckets(0.000025, 2.0, 16));
+        registry.register(
+            "admission_duration_seconds",
+            "Time from a complete request body to the encoded answer",
+            latency.clone(),
+        );
+        let bad_requests = Counter::default();
+        registry.register(
+            "bad_requests",
+            "Request bodies refused before a decision (not an AdmissionReview, too large)",
+            bad_requests.clone(),
+        );
+        let serviceaccounts = Gauge::default();
+        registry.register(
+            "serviceaccounts_cached",
+            "ServiceAccounts in the watch-backed cache",
+            serviceaccounts.clone(),
+        );
+        Metrics {
+            registry,
+            admissions,
+            latency,
+            bad_requests,
+            serviceaccounts,
+        }
+    }
+}
+
+impl Metrics {
+    pub fn record(&self, decision: &str, operation: &str, dry_run: bool, seconds: f64) {
+        self.admissions
+            .get_or_create(&AdmissionLabels {
+                decision: decision.to_string(),
+                operation: operation.to_string(),
+                dry_run: dry_run.to_string(),
+            })
+            .inc();
+        self.latency.observe(seconds);
+    }
+
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}

@@ -1,0 +1,98 @@
+//! Which identity a pod gets: client id, tenant and token lifetime (SPEC section 2, steps 1-3).
+
+use std::collections::BTreeMap;
+
+use crate::config::MutationConfig;
+use crate::denial::Denial;
+use crate::keys;
+use crate::pod::PodView;
+
+/// The identity of the AgentPool that owns the pod, when the pool policy found one.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PoolIdentity {
+    pub client_id: String,
+    pub tenant_id: Option<String>,
+}
+
+/// What the mutation injects, resolved once per pod.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Identity {
+    pub client_id: Option<String>,
+    pub tenant_id: Option<String>,
+    pub token_expiration: i64,
+}
+
+/// Resolves the identity from the ServiceAccount's annotations, the owning pool and the
+/// webhook's tenant, in that order of precedence.
+pub fn resolve(
+    pod: &PodView<'_>,
+    sa_annotations: &BTreeMap<String, String>,
+    pool: Option<&PoolIdentity>,
+    cfg: &MutationConfig,
+) -> Result<Identity, Denial> {
+    let client_id = match sa_annotations.get(keys::CLIENT_ID) {
+        Some(v) => Some(v.clone()),
+        None => pool.map(|p| p.client_id.clone()),
+    }
+    .filter(|v| !v.is_empty());
+
+    // A present tenant annotation wins even when empty: that is how a ServiceAccount opts out.
+    let tenant_id = match sa_annotations.get(keys::TENANT_ID) {
+        Some(v) => Some(v.clone()),
+        None => pool
+            .and_then(|p| p.tenant_id.clone())
+            .filter(|t| !t.is_empty())
+            .or_else(|| Some(cfg.tenant_id.clone())),
+    }
+    .filter(|v| !v.is_empty());
+
+    let token_expiration = match pod.annotation(keys::TOKEN_EXPIRATION) {
+        Some(v) => parse_expiration(pod, "Pod", v)?,
+        None => match sa_annotations.get(keys::TOKEN_EXPIRATION) {
+            Some(v) => parse_expiration(pod, "ServiceAccount", v)?,
+            None => keys::DEFAULT_TOKEN_EXPIRATION,
+        },
+    };
+
+    Ok(Identity {
+        client_id,
+        tenant_id,
+        token_expiration,
+    })
+}
+
+fn parse_expiration(pod: &PodView<'_>, on: &str, value: &str) -> Result<i64, Denial> {
+    match value.trim().parse::<i64>() {
+        Ok(secs) if (keys::MIN_TOKEN_EXPIRATION..=keys::MAX_TOKEN_EXPIRATION).contains(&secs) => {
+            Ok(secs)
+        }
+        _ => Err(Denial::invalid(
+            "token-expiration",
+            format!(
+                "pod {}: annotation {} on the {on} is {value:?}; set it to a whole number of seconds in {}..={}",
+                pod.display(),
+                keys::TOKEN_EXPIRATION,
+                keys::MIN_TOKEN_EXPIRATION,
+                keys::MAX_TOKEN_EXPIRATION
+            ),
+        )),
+    }
+}
+
+impl Identity {
+    /// The env vars to inject, in order, leaving out empty values.
+    pub fn env(&self, cfg: &MutationConfig) -> Vec<(&'static str, String)> {
+        let mut env = Vec::with_capacity(4);
+        if let Some(c) = &self.client_id {
+            env.push((keys::ENV_CLIENT_ID, c.clone()));
+        }
+        if let Some(t) = &self.tenant_id {
+            env.push((keys::ENV_TENANT_ID, t.clone()));
+        }
+        env.push((keys::ENV_TOKEN_FILE, cfg.token_file()));
+        if !cfg.authority_host.is_empty() {
+            env.push((keys::ENV_AUTHORITY_HOST, cfg.authority_host.clone()));
+        }
+        env
+    }
+}

@@ -1,0 +1,126 @@
+//! The webhook's decision without a cluster: ServiceAccounts among the inputs are the cluster
+//! state, and every Pod and workload pod template is mutated as the webhook would mutate its
+//! pods. Shared by `wi-webhook mutate` and the golden tests.
+
+use k8s_openapi::api::core::v1::ServiceAccount;
+use serde_json::Value;
+
+use crate::admission::Admitter;
+use crate::config::MutationConfig;
+use crate::denial::Denial;
+use crate::inputs::{Document, kind};
+use crate::policy::Policy;
+use crate::serviceaccounts::{ServiceAccounts, store_of};
+use crate::workloads::pod_pointer;
+
+/// The result for one Pod or workload.
+#[derive(Debug)]
+pub struct Mutated {
+    pub source: String,
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+    /// Operations relative to the pod (for a workload: to its pod template).
+    pub patch: json_patch::Patch,
+    /// The object with the patch applied (unchanged when denied).
+    pub object: Value,
+    pub denial: Option<Denial>,
+}
+
+pub struct Offline {
+    admitter: Admitter,
+    default_namespace: String,
+}
+
+impl Offline {
+    /// ServiceAccounts among `docs` become the cluster state.
+    pub fn new(
+        docs: &[Document],
+        config: MutationConfig,
+        default_namespace: &str,
+    ) -> Result<Self, String> {
+        let mut accounts = Vec::new();
+        for d in docs.iter().filter(|d| kind(&d.value) == "ServiceAccount") {
+            let mut sa: ServiceAccount = serde_json::from_value(d.value.clone())
+                .map_err(|e| format!("{}: not a ServiceAccount: {e}", d.source))?;
+            sa.metadata
+                .namespace
+                .get_or_insert_with(|| default_namespace.to_string());
+            accounts.push(sa);
+        }
+        Ok(Offline {
+            admitter: Admitter {
+                config,
+                service_accounts: ServiceAccounts::from_store(store_of(accounts)),
+                policy: Policy::default(),
+            },
+            default_namespace: default_namespace.to_string(),
+        })
+    }
+
+    /// Mutates every Pod and workload among `docs`, in input order.
+    pub async fn mutate_all(&self, docs: &[Document]) -> Vec<Mutated> {
+        let mut out = Vec::new();
+        for doc in docs {
+            let Some(pointer) = pod_pointer(&doc.value) else {
+                continue;
+            };
+            out.push(self.mutate_one(doc, pointer).await);
+        }
+        out
+    }
+
+    async fn mutate_one(&self, doc: &Document, pointer: &str) -> Mutated {
+        let meta = |k: &str| {
+            doc.value
+                .pointer(&format!("/metadata/{k}"))
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string()
+        };
+        let namespace = Some(meta("namespace"))
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| self.default_namespace.clone());
+        let kind = kind(&doc.value).to_string();
+        let name = meta("name");
+        let mut result = Mutated {
+            source: doc.source.clone(),
+            kind: kind.clone(),
+            namespace: namespace.clone(),
+            name: name.clone(),
+            patch: json_patch::Patch(vec![]),
+            object: doc.value.clone(),
+            denial: None,
+        };
+        let Some(pod) = doc.value.pointer(pointer) else {
+            result.denial = Some(crate::pod::bad_type(
+                &format!("{namespace}/{name}"),
+                &pointer.trim_start_matches('/').replace('/', "."),
+                "present",
+            ));
+            return result;
+        };
+        let display = if pointer.is_empty() {
+            crate::pod::display_name(pod, &namespace)
+        } else {
+            format!("{namespace}/{name} ({kind} pod template)")
+        };
+        match self.admitter.mutate_pod(pod, &namespace, &display).await {
+            Err(denial) => result.denial = Some(denial),
+            Ok(patch) => {
+                let target = result.object.pointer_mut(pointer).expect("looked up above");
+                if let Err(e) = json_patch::patch(target, &patch.0) {
+                    // The patch is computed on this very object; failing to apply is a bug.
+                    result.denial = Some(Denial {
+                        code: 500,
+                        rule: "internal",
+                        message: format!("pod {display}: the computed patch does not apply: {e}"),
+                    });
+                } else {
+                    result.patch = patch;
+                }
+            }
+        }
+        result
+    }
+}
