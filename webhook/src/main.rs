@@ -27,6 +27,8 @@ enum Command {
     Mutate(cli::mutate::MutateArgs),
     /// Create certificates for the webhook.
     Certs(cli::certs::CertsArgs),
+    /// Print the AgentPool CustomResourceDefinition (as committed under manifests/).
+    Crd,
 }
 
 fn init_logging(level: &str, json: bool) {
@@ -34,7 +36,8 @@ fn init_logging(level: &str, json: bool) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     if json {
         builder.json().flatten_event(true).init();
     } else {
@@ -59,6 +62,10 @@ fn main() -> ExitCode {
         Command::Serve(args) => runtime.block_on(cli::serve::run(args)),
         Command::Mutate(args) => return runtime.block_on(cli::mutate::run(args)),
         Command::Certs(args) => cli::certs::run(args),
+        Command::Crd => {
+            print!("{}", wi_webhook::policy::crd::crd_yaml());
+            Ok(())
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

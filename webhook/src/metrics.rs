@@ -14,7 +14,18 @@ pub struct AdmissionLabels {
     pub dry_run: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ViolationLabels {
+    pub pool: String,
+    pub rule: String,
+    pub enforcement: String,
+}
+
 pub struct Metrics {
+    /// Pool violations found, by pool, rule and enforcement (also in Audit mode).
+    pub violations: Family<ViolationLabels, Counter>,
+    pub pools: Gauge,
+    pub pool_conflicts: Gauge,
     pub registry: Registry,
     pub admissions: Family<AdmissionLabels, Counter>,
     pub latency: Histogram,
@@ -51,7 +62,28 @@ impl Default for Metrics {
             "ServiceAccounts in the watch-backed cache",
             serviceaccounts.clone(),
         );
+        let violations = Family::<ViolationLabels, Counter>::default();
+        registry.register(
+            "pool_violations",
+            "Pool isolation violations found, by pool, rule and enforcement",
+            violations.clone(),
+        );
+        let pools = Gauge::default();
+        registry.register(
+            "agentpools",
+            "AgentPools in the watch-backed index",
+            pools.clone(),
+        );
+        let pool_conflicts = Gauge::default();
+        registry.register(
+            "agentpool_conflicts",
+            "AgentPools that share a namespace or client id with another pool",
+            pool_conflicts.clone(),
+        );
         Metrics {
+            violations,
+            pools,
+            pool_conflicts,
             registry,
             admissions,
             latency,
@@ -71,6 +103,16 @@ impl Metrics {
             })
             .inc();
         self.latency.observe(seconds);
+    }
+
+    pub fn violation(&self, pool: &str, rule: &str, enforcement: &str) {
+        self.violations
+            .get_or_create(&ViolationLabels {
+                pool: pool.to_string(),
+                rule: rule.to_string(),
+                enforcement: enforcement.to_string(),
+            })
+            .inc();
     }
 
     pub fn encode(&self) -> String {

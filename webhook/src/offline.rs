@@ -1,5 +1,5 @@
-//! The webhook's decision without a cluster: ServiceAccounts among the inputs are the cluster
-//! state, and every Pod and workload pod template is mutated as the webhook would mutate its
+//! The webhook's decision without a cluster: ServiceAccounts and AgentPools among the inputs
+//! are the cluster state, and every Pod and workload pod template is mutated as the webhook would mutate its
 //! pods. Shared by `wi-webhook mutate` and the golden tests.
 
 use k8s_openapi::api::core::v1::ServiceAccount;
@@ -9,7 +9,8 @@ use crate::admission::Admitter;
 use crate::config::MutationConfig;
 use crate::denial::Denial;
 use crate::inputs::{Document, kind};
-use crate::policy::Policy;
+use crate::policy::crd::AgentPool;
+use crate::policy::{Policy, Pool, Violation};
 use crate::serviceaccounts::{ServiceAccounts, store_of};
 use crate::workloads::pod_pointer;
 
@@ -25,6 +26,11 @@ pub struct Mutated {
     /// The object with the patch applied (unchanged when denied).
     pub object: Value,
     pub denial: Option<Denial>,
+    /// Admission warnings (pool violations in Warn mode).
+    pub warnings: Vec<String>,
+    /// Every pool violation, whatever its enforcement.
+    pub violations: Vec<Violation>,
+    pub pool: Option<String>,
 }
 
 pub struct Offline {
@@ -33,7 +39,7 @@ pub struct Offline {
 }
 
 impl Offline {
-    /// ServiceAccounts among `docs` become the cluster state.
+    /// ServiceAccounts and AgentPools among `docs` become the cluster state.
     pub fn new(
         docs: &[Document],
         config: MutationConfig,
@@ -48,11 +54,20 @@ impl Offline {
                 .get_or_insert_with(|| default_namespace.to_string());
             accounts.push(sa);
         }
+        let mut pools = Vec::new();
+        for d in docs.iter().filter(|d| kind(&d.value) == "AgentPool") {
+            let pool: AgentPool = serde_json::from_value(d.value.clone())
+                .map_err(|e| format!("{}: not an AgentPool: {e}", d.source))?;
+            pools.push(
+                Pool::from_resource(&pool)
+                    .ok_or_else(|| format!("{}: AgentPool without metadata.name", d.source))?,
+            );
+        }
         Ok(Offline {
             admitter: Admitter {
                 config,
                 service_accounts: ServiceAccounts::from_store(store_of(accounts)),
-                policy: Policy::default(),
+                policy: Policy::of(&pools),
             },
             default_namespace: default_namespace.to_string(),
         })
@@ -91,6 +106,9 @@ impl Offline {
             patch: json_patch::Patch(vec![]),
             object: doc.value.clone(),
             denial: None,
+            warnings: Vec::new(),
+            violations: Vec::new(),
+            pool: None,
         };
         let Some(pod) = doc.value.pointer(pointer) else {
             result.denial = Some(crate::pod::bad_type(
@@ -105,7 +123,11 @@ impl Offline {
         } else {
             format!("{namespace}/{name} ({kind} pod template)")
         };
-        match self.admitter.mutate_pod(pod, &namespace, &display).await {
+        let decision = self.admitter.mutate_pod(pod, &namespace, &display).await;
+        result.warnings = decision.verdict.warnings;
+        result.violations = decision.verdict.violations;
+        result.pool = decision.pool;
+        match decision.result {
             Err(denial) => result.denial = Some(denial),
             Ok(patch) => {
                 let target = result.object.pointer_mut(pointer).expect("looked up above");

@@ -13,15 +13,25 @@ use crate::denial::Denial;
 pub enum ContainerList {
     Init,
     Regular,
+    /// Added by `kubectl debug`; never mutated, but read by the pool policy.
+    Ephemeral,
 }
 
 impl ContainerList {
+    /// The lists the mutation touches.
     pub const ALL: [ContainerList; 2] = [ContainerList::Init, ContainerList::Regular];
+    /// Every list, for checks that must see every container.
+    pub const EVERY: [ContainerList; 3] = [
+        ContainerList::Init,
+        ContainerList::Regular,
+        ContainerList::Ephemeral,
+    ];
 
     pub fn field(self) -> &'static str {
         match self {
             ContainerList::Init => "initContainers",
             ContainerList::Regular => "containers",
+            ContainerList::Ephemeral => "ephemeralContainers",
         }
     }
 }

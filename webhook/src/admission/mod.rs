@@ -2,11 +2,20 @@
 //!
 //! Plain functions over the request body; the HTTP layer (`api`) only moves bytes, measures
 //! and logs. The one async step is the ServiceAccount lookup (cache, then a direct GET).
+//!
+//! Two entry points: `mutate` for the pods the webhook configuration selects for injection,
+//! `validate` for the pool policy on everything else (unlabelled pods, ephemeral containers,
+//! workload templates, AgentPools themselves).
 
 pub mod raw;
+mod validate;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
 use kube::core::{DynamicObject, Resource};
+use serde_json::Value;
 use thiserror::Error;
 
 use crate::config::MutationConfig;
@@ -14,8 +23,8 @@ use crate::denial::Denial;
 use crate::keys;
 use crate::mutation::{self, Context};
 use crate::pod::{PodView, display_name};
-use crate::policy::Policy;
-use crate::serviceaccounts::{ServiceAccounts, annotations};
+use crate::policy::{self, Policy, Subject, Verdict, Violation};
+use crate::serviceaccounts::{SaMeta, ServiceAccounts, annotations};
 pub use raw::RawObject;
 
 /// A body the webhook cannot answer with an AdmissionReview: rendered as HTTP 400.
@@ -49,11 +58,36 @@ pub struct Outcome {
     pub review: AdmissionReview<DynamicObject>,
     pub uid: String,
     pub operation: &'static str,
+    pub kind: String,
     pub namespace: String,
-    pub pod: String,
+    pub name: String,
     pub dry_run: bool,
     pub decision: Decision,
     pub rule: Option<&'static str>,
+    /// The pool the object belongs to, if any.
+    pub pool: Option<String>,
+    /// Every pool violation found, whatever its enforcement.
+    pub violations: Vec<Violation>,
+}
+
+/// The decision for one pod-shaped object.
+#[derive(Debug)]
+pub struct PodDecision {
+    /// The patch (empty: allowed unchanged), or why it is refused.
+    pub result: Result<json_patch::Patch, Denial>,
+    /// Pool violations and what they do (warnings, audit annotations).
+    pub verdict: Verdict,
+    pub pool: Option<String>,
+}
+
+impl Default for PodDecision {
+    fn default() -> Self {
+        PodDecision {
+            result: Ok(json_patch::Patch(vec![])),
+            verdict: Verdict::default(),
+            pool: None,
+        }
+    }
 }
 
 /// Everything a decision needs: the webhook's configuration, its caches and its policy.
@@ -98,71 +132,125 @@ pub fn decode(body: &[u8]) -> Result<AdmissionRequest<RawObject>, BadReview> {
     Ok(request)
 }
 
+/// The request's namespace, else the object's: a pod from a controller has no
+/// metadata.namespace, and the request's always wins.
+fn namespace_of<'a>(req: &'a AdmissionRequest<RawObject>, object: &'a RawObject) -> &'a str {
+    match req.namespace.as_deref() {
+        Some(ns) if !ns.is_empty() => ns,
+        _ => object.meta().namespace.as_deref().unwrap_or_default(),
+    }
+}
+
+fn is_core_pod(req: &AdmissionRequest<RawObject>) -> bool {
+    req.kind.group.is_empty() && req.kind.kind == "Pod"
+}
+
 impl Admitter {
-    /// Answers one AdmissionReview body.
+    fn outcome(req: &AdmissionRequest<RawObject>) -> Outcome {
+        Outcome {
+            review: AdmissionResponse::from(req).into_review(),
+            uid: req.uid.clone(),
+            operation: operation_name(&req.operation),
+            kind: req.kind.kind.clone(),
+            namespace: req.namespace.clone().unwrap_or_default(),
+            name: req.name.clone(),
+            dry_run: req.dry_run,
+            decision: Decision::Allowed,
+            rule: None,
+            pool: None,
+            violations: Vec::new(),
+        }
+    }
+
+    /// Answers one AdmissionReview body sent to `/mutate`.
     pub async fn review(&self, body: &[u8]) -> Result<Outcome, BadReview> {
         let request = decode(body)?;
         self.admit(&request).await
     }
 
+    /// The mutating path: pod CREATE gets the policy and the mutation; the rest is allowed.
     pub async fn admit(&self, req: &AdmissionRequest<RawObject>) -> Result<Outcome, BadReview> {
-        let mut outcome = Outcome {
-            review: AdmissionResponse::from(req).into_review(),
-            uid: req.uid.clone(),
-            operation: operation_name(&req.operation),
-            namespace: req.namespace.clone().unwrap_or_default(),
-            pod: req.name.clone(),
-            dry_run: req.dry_run,
-            decision: Decision::Allowed,
-            rule: None,
-        };
-        let is_pod =
-            req.kind.group.is_empty() && req.kind.kind == "Pod" && req.sub_resource.is_none();
-        if !is_pod || req.operation != Operation::Create {
+        let mut outcome = Self::outcome(req);
+        if !is_core_pod(req) || req.sub_resource.is_some() || req.operation != Operation::Create {
             return Ok(outcome);
         }
         let object = req
             .object
             .as_ref()
             .ok_or_else(|| BadReview("CREATE of a Pod without request.object".into()))?;
-        // A pod from a controller has no metadata.namespace: the request's namespace wins.
-        let namespace = match req.namespace.as_deref() {
-            Some(ns) if !ns.is_empty() => ns,
-            _ => object.meta().namespace.as_deref().unwrap_or_default(),
-        };
+        let namespace = namespace_of(req, object);
         if namespace.is_empty() {
             return Err(BadReview("Pod request has no namespace".into()));
         }
         outcome.namespace = namespace.to_string();
         let display = display_name(&object.raw, namespace);
-        outcome.pod = display
+        outcome.name = display
             .rsplit_once('/')
             .map_or(String::new(), |(_, n)| n.to_string());
-
-        let response = match self.mutate_pod(&object.raw, namespace, &display).await {
-            Ok(patch) if patch.0.is_empty() => AdmissionResponse::from(req),
-            Ok(patch) => {
-                outcome.decision = Decision::Mutated;
-                AdmissionResponse::from(req)
-                    .with_patch(patch)
-                    .map_err(|e| BadReview(format!("cannot serialise the patch: {e}")))?
-            }
-            Err(denial) => {
-                outcome.decision = Decision::Denied;
-                outcome.rule = Some(denial.rule);
-                deny(req, &denial)
-            }
-        };
-        outcome.review = response.into_review();
+        let decision = self.mutate_pod(&object.raw, namespace, &display).await;
+        finish(req, &mut outcome, decision)?;
         Ok(outcome)
     }
 
-    /// The decision for one pod-shaped object: ServiceAccount lookup, pool policy, mutation.
-    pub async fn mutate_pod(
+    /// ServiceAccount `namespace/name`: `Ok(None)` when it does not exist, a 503 denial when
+    /// it cannot be looked up (fail closed).
+    async fn service_account(
         &self,
-        pod: &serde_json::Value,
+        namespace: &str,
+        name: &str,
+        display: &str,
+    ) -> Result<Option<Arc<SaMeta>>, Denial> {
+        self.service_accounts
+            .get(namespace, name)
+            .await
+            .map_err(|e| Denial {
+                code: 503,
+                rule: "service-account",
+                message: format!(
+                    "pod {display}: cannot look up ServiceAccount {namespace}/{name}: {e}; retry"
+                ),
+            })
+    }
+
+    /// The pool checks for one pod-shaped object.
+    fn police(
+        &self,
+        view: &PodView<'_>,
+        namespace: &str,
+        service_account: &str,
+        sa_annotations: Option<&BTreeMap<String, String>>,
+    ) -> (
+        policy::Evaluation,
+        Result<Verdict, (Denial, Vec<Violation>)>,
+    ) {
+        let token_file = self.config.token_file();
+        let evaluation = self.policy.evaluate(&Subject {
+            pod: view,
+            namespace,
+            service_account,
+            sa_annotations,
+            default_tenant: &self.config.tenant_id,
+            token_file: &token_file,
+        });
+        let verdict = policy::verdict(view.display(), evaluation.violations.clone());
+        (evaluation, verdict)
+    }
+
+    /// The decision for one pod-shaped object: ServiceAccount lookup, pool policy, mutation.
+    pub async fn mutate_pod(&self, pod: &Value, namespace: &str, display: &str) -> PodDecision {
+        let mut decision = PodDecision::default();
+        decision.result = self
+            .mutate_pod_inner(pod, namespace, display, &mut decision)
+            .await;
+        decision
+    }
+
+    async fn mutate_pod_inner(
+        &self,
+        pod: &Value,
         namespace: &str,
         display: &str,
+        decision: &mut PodDecision,
     ) -> Result<json_patch::Patch, Denial> {
         let view = PodView::new(pod, display)?;
         // The webhook configuration selects on this label; checking it here too means a
@@ -171,33 +259,69 @@ impl Admitter {
             return Ok(json_patch::Patch(vec![]));
         }
         let sa_name = view.service_account()?;
-        let sa = match self.service_accounts.get(namespace, sa_name).await {
-            Ok(Some(sa)) => sa,
-            Ok(None) => {
-                return Err(Denial::not_found(
-                    "service-account",
-                    format!(
-                        "pod {display}: ServiceAccount {namespace}/{sa_name} (spec.serviceAccountName) not found; create it before the pod"
-                    ),
-                ));
-            }
-            Err(e) => {
-                return Err(Denial {
-                    code: 503,
-                    rule: "service-account",
-                    message: format!(
-                        "pod {display}: cannot look up ServiceAccount {namespace}/{sa_name}: {e}; retry"
-                    ),
-                });
-            }
+        let Some(sa) = self.service_account(namespace, sa_name, display).await? else {
+            return Err(Denial::not_found(
+                "service-account",
+                format!(
+                    "pod {display}: ServiceAccount {namespace}/{sa_name} (spec.serviceAccountName) not found; create it before the pod"
+                ),
+            ));
         };
-        let outcome = self.policy.evaluate(&view, namespace);
-        let ctx = Context {
-            sa_annotations: annotations(&sa),
-            pool: outcome.pool_identity.as_ref(),
-        };
-        mutation::mutate(&view, ctx, &self.config)
+        let (evaluation, verdict) = self.police(&view, namespace, sa_name, Some(annotations(&sa)));
+        decision.pool = evaluation.pool.as_ref().map(|p| p.name.clone());
+        match verdict {
+            Err((denial, violations)) => {
+                decision.verdict.violations = violations;
+                Err(denial)
+            }
+            Ok(verdict) => {
+                decision.verdict = verdict;
+                let pool_identity = evaluation.pool_identity();
+                let ctx = Context {
+                    sa_annotations: annotations(&sa),
+                    pool: pool_identity.as_ref(),
+                };
+                mutation::mutate(&view, ctx, &self.config)
+            }
+        }
     }
+}
+
+/// Writes a pod decision into the outcome's response.
+fn finish(
+    req: &AdmissionRequest<RawObject>,
+    outcome: &mut Outcome,
+    decision: PodDecision,
+) -> Result<(), BadReview> {
+    let PodDecision {
+        result,
+        verdict,
+        pool,
+    } = decision;
+    outcome.pool = pool;
+    let mut response = match result {
+        Ok(patch) if patch.0.is_empty() => AdmissionResponse::from(req),
+        Ok(patch) => {
+            outcome.decision = Decision::Mutated;
+            AdmissionResponse::from(req)
+                .with_patch(patch)
+                .map_err(|e| BadReview(format!("cannot serialise the patch: {e}")))?
+        }
+        Err(denial) => {
+            outcome.decision = Decision::Denied;
+            outcome.rule = Some(denial.rule);
+            deny(req, &denial)
+        }
+    };
+    if outcome.decision != Decision::Denied {
+        if !verdict.warnings.is_empty() {
+            response.warnings = Some(verdict.warnings);
+        }
+        response.audit_annotations = verdict.audit_annotations.into_iter().collect();
+    }
+    outcome.violations = verdict.violations;
+    outcome.review = response.into_review();
+    Ok(())
 }
 
 fn deny(req: &AdmissionRequest<RawObject>, denial: &Denial) -> AdmissionResponse {

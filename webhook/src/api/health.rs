@@ -21,6 +21,12 @@ pub fn router(state: Arc<AppState>) -> Router {
 async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     let cached = state.admitter.service_accounts.cached();
     state.metrics.serviceaccounts.set(cached as i64);
+    let index = state.admitter.policy.snapshot();
+    state.metrics.pools.set(index.len() as i64);
+    state
+        .metrics
+        .pool_conflicts
+        .set(index.conflicted_pools() as i64);
     (
         [(
             header::CONTENT_TYPE,
@@ -34,6 +40,9 @@ async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     if state.is_ready() {
         (StatusCode::OK, "ready")
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "caches not synced")
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "caches not synced (ServiceAccounts, AgentPools)",
+        )
     }
 }

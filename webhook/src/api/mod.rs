@@ -45,17 +45,60 @@ impl AppState {
     }
 }
 
-/// The admission router: `POST /mutate`.
+/// The admission router: `POST /mutate` (injection and pool policy for selected pods) and
+/// `POST /validate` (pool policy for everything else).
 pub fn router(state: Arc<AppState>, body_limit: usize) -> Router {
     Router::new()
         .route("/mutate", post(mutate))
+        .route("/validate", post(validate))
+        .fallback(|| async {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "no such path: use POST /mutate or POST /validate",
+            )
+        })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method not allowed: use POST",
+            )
+        })
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn(request_timeout))
         .with_state(state)
 }
 
-async fn mutate(
+/// A whole request, body included, has this long: a client trickling its body cannot hold a
+/// connection (and a decision) open for ever. The API server's own webhook timeout is at
+/// most 30 s.
+pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+async fn request_timeout(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    match tokio::time::timeout(REQUEST_TIMEOUT, next.run(req)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::new(StatusCode::REQUEST_TIMEOUT, "request not complete in time")
+            .into_response(),
+    }
+}
+
+async fn mutate(state: State<Arc<AppState>>, body: Result<Bytes, BytesRejection>) -> Response {
+    answer(state, body, Endpoint::Mutate).await
+}
+
+async fn validate(state: State<Arc<AppState>>, body: Result<Bytes, BytesRejection>) -> Response {
+    answer(state, body, Endpoint::Validate).await
+}
+
+#[derive(Clone, Copy)]
+enum Endpoint {
+    Mutate,
+    Validate,
+}
+
+async fn answer(
     State(state): State<Arc<AppState>>,
     body: Result<Bytes, BytesRejection>,
+    endpoint: Endpoint,
 ) -> Response {
     let started = Instant::now();
     let body = match body {
@@ -67,14 +110,18 @@ async fn mutate(
             return ApiError::new(status, rejection.body_text()).into_response();
         }
     };
-    match state.admitter.review(&body).await {
+    let outcome = match endpoint {
+        Endpoint::Mutate => state.admitter.review(&body).await,
+        Endpoint::Validate => state.admitter.review_validate(&body).await,
+    };
+    match outcome {
         Err(bad) => {
             state.metrics.bad_requests.inc();
             tracing::warn!(error = %bad, "not an AdmissionReview");
             ApiError::new(StatusCode::BAD_REQUEST, bad.0).into_response()
         }
         Ok(outcome) => {
-            let encoded = serde_json::to_vec(&outcome.review);
+            let encoded = encode_review(&outcome.review);
             let seconds = started.elapsed().as_secs_f64();
             let decision = outcome.decision.as_str();
             state
@@ -83,8 +130,11 @@ async fn mutate(
             tracing::info!(
                 uid = %outcome.uid,
                 namespace = %outcome.namespace,
-                pod = %outcome.pod,
+                kind = %outcome.kind,
+                name = %outcome.name,
                 operation = outcome.operation,
+                pool = outcome.pool.as_deref().unwrap_or(""),
+                violations = %outcome.violations.iter().map(|v| v.rule).collect::<Vec<_>>().join(","),
                 decision,
                 rule = outcome.rule.unwrap_or(""),
                 dry_run = outcome.dry_run,
@@ -101,4 +151,19 @@ async fn mutate(
             }
         }
     }
+}
+
+/// The answer's JSON. kube-core serialises `response.patch` (a `Vec<u8>`) as an array of
+/// numbers; the API defines it as Go `[]byte`, whose JSON form is a base64 string (SPEC 3).
+fn encode_review(
+    review: &kube::core::admission::AdmissionReview<kube::core::DynamicObject>,
+) -> serde_json::Result<Vec<u8>> {
+    use base64::Engine;
+    let mut value = serde_json::to_value(review)?;
+    if let Some(patch) = review.response.as_ref().and_then(|r| r.patch.as_ref()) {
+        value["response"]["patch"] = base64::engine::general_purpose::STANDARD
+            .encode(patch)
+            .into();
+    }
+    serde_json::to_vec(&value)
 }

@@ -89,6 +89,9 @@ pub async fn execute(args: &MutateArgs) -> Run {
     let results = offline.mutate_all(&docs).await;
     let mut stderr = String::new();
     for r in &results {
+        for w in &r.warnings {
+            stderr += &format!("warning: {} {}/{}: {w}\n", r.kind, r.namespace, r.name);
+        }
         if let Some(d) = &r.denial {
             stderr += &format!(
                 "denied: {} {}/{} ({}): {d}\n",
@@ -98,7 +101,11 @@ pub async fn execute(args: &MutateArgs) -> Run {
     }
     Run {
         stdout: render(&results, args.output),
-        code: if stderr.is_empty() { 0 } else { 1 },
+        code: if results.iter().any(|r| r.denial.is_some()) {
+            1
+        } else {
+            0
+        },
         stderr,
     }
 }

@@ -92,8 +92,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let config = args.mutation.config(native)?;
     tracing::info!(native_sidecar = native, authority_host = %config.authority_host, "configuration");
 
-    let service_accounts =
-        ServiceAccounts::watch(client, Duration::from_millis(args.sa_lookup_timeout_ms));
+    let service_accounts = ServiceAccounts::watch(
+        client.clone(),
+        Duration::from_millis(args.sa_lookup_timeout_ms),
+    );
     let state = AppState::new(Admitter {
         config,
         service_accounts: service_accounts.clone(),

@@ -1,24 +1,113 @@
-//! Pool isolation (SPEC section 4) plugs in here: given the pod and its ServiceAccount, it
-//! names the owning AgentPool's identity (which feeds the mutation) and the violations found.
-//! Until AgentPools exist every pod belongs to no pool and passes through with the plain
-//! mutation, exactly like the upstream webhook.
+//! Pool isolation (SPEC section 4): AgentPools say which namespaces, ServiceAccounts and
+//! managed identity belong to which agent pool and team; every pod (and workload template)
+//! is checked against them, and the owning pool's identity feeds the mutation.
+//!
+//! `rules` is the pure decision; `index` the lookups it runs on; `watch` keeps the index
+//! current from the cluster and writes conflicts to the pools' status.
 
+pub mod crd;
+pub mod index;
+pub mod rules;
+pub mod watch;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+
+use crate::denial::Denial;
 use crate::mutation::PoolIdentity;
-use crate::pod::PodView;
+use crd::Enforcement;
+pub use index::{Pool, PoolIndex};
+pub use rules::{Evaluation, Subject, Violation};
 
-/// What the pool policy decided for one pod.
+/// The pool policy, shared by every request; the index is swapped whole on every change.
 #[derive(Clone, Debug, Default)]
-pub struct Outcome {
-    /// The owning pool's identity, used where the ServiceAccount names none.
-    pub pool_identity: Option<PoolIdentity>,
+pub struct Policy {
+    index: Arc<RwLock<Arc<PoolIndex>>>,
 }
 
-/// The pool policy, evaluated once per admitted pod.
-#[derive(Clone, Debug, Default)]
-pub struct Policy {}
-
 impl Policy {
-    pub fn evaluate(&self, _pod: &PodView<'_>, _namespace: &str) -> Outcome {
-        Outcome::default()
+    /// A policy over a fixed set of pools (offline commands and tests).
+    pub fn of(pools: &[Pool]) -> Self {
+        let policy = Policy::default();
+        policy.replace(PoolIndex::build(pools));
+        policy
     }
+
+    pub fn snapshot(&self) -> Arc<PoolIndex> {
+        self.index.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn replace(&self, index: PoolIndex) {
+        *self.index.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(index);
+    }
+
+    pub fn evaluate(&self, subject: &Subject<'_>) -> Evaluation {
+        rules::evaluate(&self.snapshot(), subject)
+    }
+}
+
+impl Evaluation {
+    /// The owning pool's identity, for the mutation.
+    pub fn pool_identity(&self) -> Option<PoolIdentity> {
+        self.pool.as_ref().map(|p| PoolIdentity {
+            client_id: p.client_id.clone(),
+            tenant_id: p.tenant_id.clone(),
+        })
+    }
+}
+
+/// What the violations do: Enforce ones deny (all rules in one message), Warn ones become
+/// admission warnings, Audit ones audit annotations; all are logged and counted.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Verdict {
+    pub warnings: Vec<String>,
+    pub audit_annotations: BTreeMap<String, String>,
+    pub violations: Vec<Violation>,
+}
+
+/// The rule of a policy denial; the message lists each violated rule's own id.
+pub const POLICY_RULE: &str = "pool-policy";
+
+/// Key of the audit annotation (the API server prefixes it with the webhook's name).
+pub const AUDIT_KEY: &str = "pool-violations";
+
+pub fn verdict(
+    display: &str,
+    violations: Vec<Violation>,
+) -> Result<Verdict, (Denial, Vec<Violation>)> {
+    if violations
+        .iter()
+        .any(|v| v.enforcement == Enforcement::Enforce)
+    {
+        let all = violations
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ");
+        let denial = Denial {
+            code: 403,
+            rule: POLICY_RULE,
+            message: format!("pod {display} violates pool isolation: {all}"),
+        };
+        return Err((denial, violations));
+    }
+    let warnings = violations
+        .iter()
+        .filter(|v| v.enforcement == Enforcement::Warn)
+        .map(ToString::to_string)
+        .collect();
+    let audited: Vec<String> = violations
+        .iter()
+        .filter(|v| v.enforcement == Enforcement::Audit)
+        .map(ToString::to_string)
+        .collect();
+    let mut audit_annotations = BTreeMap::new();
+    if !audited.is_empty() {
+        audit_annotations.insert(AUDIT_KEY.to_string(), audited.join("; "));
+    }
+    Ok(Verdict {
+        warnings,
+        audit_annotations,
+        violations,
+    })
 }

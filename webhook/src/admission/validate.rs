@@ -1,0 +1,171 @@
+//! The validating path: the pool policy on what the mutating path does not see, with no
+//! patch. Unlabelled pods (a pod can claim an identity without asking for injection),
+//! `kubectl debug` (pods/ephemeralcontainers), workload pod templates (so `kubectl apply` of
+//! a bad Deployment fails at once) and AgentPools that would conflict with another pool.
+
+use kube::core::Resource;
+use kube::core::admission::{AdmissionRequest, Operation};
+use serde_json::Value;
+
+use super::{Admitter, BadReview, Outcome, PodDecision, RawObject, finish, namespace_of};
+use crate::denial::Denial;
+use crate::pod::{PodView, display_name};
+use crate::policy::crd::{AgentPool, GROUP};
+use crate::policy::{self, Pool, PoolIndex, rules};
+use crate::serviceaccounts::annotations;
+use crate::workloads::template_pointer;
+
+impl Admitter {
+    /// Answers one AdmissionReview body sent to `/validate`.
+    pub async fn review_validate(&self, body: &[u8]) -> Result<Outcome, BadReview> {
+        let request = super::decode(body)?;
+        self.validate(&request).await
+    }
+
+    pub async fn validate(&self, req: &AdmissionRequest<RawObject>) -> Result<Outcome, BadReview> {
+        let mut outcome = Self::outcome(req);
+        let create_or_update = matches!(req.operation, Operation::Create | Operation::Update);
+        let Some(object) = req.object.as_ref().filter(|_| create_or_update) else {
+            return Ok(outcome);
+        };
+        let namespace = namespace_of(req, object).to_string();
+        outcome.namespace = namespace.clone();
+        let group = req.kind.group.as_str();
+        let kind = req.kind.kind.as_str();
+        let sub = req.sub_resource.as_deref();
+
+        let decision = match (group, kind, sub, &req.operation) {
+            ("", "Pod", None, Operation::Create) => {
+                let display = display_name(&object.raw, &namespace);
+                self.check_pod(&object.raw, None, &namespace, &display)
+                    .await
+            }
+            ("", "Pod", Some("ephemeralcontainers"), Operation::Update) => {
+                let display = display_name(&object.raw, &namespace);
+                let old = req.old_object.as_ref().map(|o| &o.raw);
+                self.check_pod(&object.raw, Some(old), &namespace, &display)
+                    .await
+            }
+            ("apps" | "batch", _, None, _) => match template_pointer(kind) {
+                Some(pointer) if group == expected_group(kind) => {
+                    let display = format!("{namespace}/{} ({kind} pod template)", req.name);
+                    match object.raw.pointer(pointer) {
+                        Some(template) => {
+                            self.check_pod(template, None, &namespace, &display).await
+                        }
+                        None => return Ok(outcome),
+                    }
+                }
+                _ => return Ok(outcome),
+            },
+            (GROUP, "AgentPool", None, _) => self.check_agent_pool(&object.raw),
+            _ => return Ok(outcome),
+        };
+        if outcome.name.is_empty() {
+            outcome.name = object.meta().name.clone().unwrap_or_default();
+        }
+        finish(req, &mut outcome, decision)?;
+        Ok(outcome)
+    }
+
+    /// The pool checks of a pod or pod template; `old` is given for an ephemeral-container
+    /// update (the pod before it).
+    async fn check_pod(
+        &self,
+        pod: &Value,
+        old: Option<Option<&Value>>,
+        namespace: &str,
+        display: &str,
+    ) -> PodDecision {
+        let mut decision = PodDecision::default();
+        let view = match PodView::new(pod, display) {
+            Ok(v) => v,
+            Err(d) => {
+                decision.result = Err(d);
+                return decision;
+            }
+        };
+        let sa_name = match view.service_account() {
+            Ok(s) => s,
+            Err(d) => {
+                decision.result = Err(d);
+                return decision;
+            }
+        };
+        // A workload may come before its ServiceAccount: check what can be checked.
+        let sa = match self.service_account(namespace, sa_name, display).await {
+            Ok(sa) => sa,
+            Err(d) => {
+                decision.result = Err(d);
+                return decision;
+            }
+        };
+        let token_file = self.config.token_file();
+        let mut evaluation = self.policy.evaluate(&policy::Subject {
+            pod: &view,
+            namespace,
+            service_account: sa_name,
+            sa_annotations: sa.as_deref().map(annotations),
+            default_tenant: &self.config.tenant_id,
+            token_file: &token_file,
+        });
+        if let (Some(old), Some(pool)) = (old, &evaluation.pool) {
+            let old_view = old.and_then(|o| PodView::new(o, display).ok());
+            if let Some(v) = rules::ephemeral_added(pool, &view, old_view.as_ref()) {
+                evaluation.violations.push(v);
+            }
+        }
+        decision.pool = evaluation.pool.as_ref().map(|p| p.name.clone());
+        match policy::verdict(display, evaluation.violations) {
+            Ok(verdict) => decision.verdict = verdict,
+            Err((denial, violations)) => {
+                decision.verdict.violations = violations;
+                decision.result = Err(denial);
+            }
+        }
+        decision
+    }
+
+    /// A new or changed AgentPool must not share a namespace or its client id with another.
+    fn check_agent_pool(&self, raw: &Value) -> PodDecision {
+        let mut decision = PodDecision::default();
+        let parsed: Result<AgentPool, _> = serde_json::from_value(raw.clone());
+        let Some(pool) = parsed.ok().as_ref().and_then(Pool::from_resource) else {
+            decision.result = Err(Denial::invalid("agentpool-shape", "not a valid AgentPool"));
+            return decision;
+        };
+        let current = self.policy.snapshot();
+        let mut others: Vec<Pool> = current
+            .pools()
+            .filter(|p| p.name != pool.name)
+            .map(|p| (**p).clone())
+            .collect();
+        others.push(pool.clone());
+        let conflicts = PoolIndex::build(&others).conflicts_of(&pool);
+        decision.pool = Some(pool.name.clone());
+        if !conflicts.is_empty() {
+            let what = conflicts
+                .iter()
+                .map(|c| format!("{} {} is already pool {}'s", c.field, c.value, c.pool))
+                .collect::<Vec<_>>()
+                .join("; ");
+            decision.result = Err(Denial {
+                code: 403,
+                rule: rules::rule::CONFLICT,
+                message: format!(
+                    "AgentPool {}: {what}; one identity and one namespace belong to one pool: change this pool or the other one first",
+                    pool.name
+                ),
+            });
+        }
+        decision
+    }
+}
+
+/// The API group each workload kind lives in.
+fn expected_group(kind: &str) -> &'static str {
+    match kind {
+        "Job" | "CronJob" => "batch",
+        _ => "apps",
+    }
+}
