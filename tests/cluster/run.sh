@@ -249,37 +249,11 @@ start_webhook() {
   sha256sum <"$WEBHOOK_BIN" >"$STATE/wi-webhook.sha256"
   wait_until wi-webhook 60 webhook_ready
 
-  log "registering MutatingWebhookConfiguration wi-webhook"
-  kubectl --kubeconfig "$STATE/kubeconfig" apply -f - >&2 <<EOF
-apiVersion: admissionregistration.k8s.io/v1
-kind: MutatingWebhookConfiguration
-metadata:
-  name: wi-webhook
-webhooks:
-- name: mutation.wi-webhook.test
-  admissionReviewVersions: [v1]
-  clientConfig:
-    url: https://127.0.0.1:$WEBHOOK_PORT/mutate
-    caBundle: $ca_bundle
-  rules:
-  - apiGroups: [""]
-    apiVersions: [v1]
-    operations: [CREATE]
-    resources: [pods]
-    scope: Namespaced
-  objectSelector:
-    matchLabels:
-      azure.workload.identity/use: "true"
-  namespaceSelector:
-    matchExpressions:
-    - key: kubernetes.io/metadata.name
-      operator: NotIn
-      values: [kube-system]
-  failurePolicy: Fail
-  sideEffects: None
-  reinvocationPolicy: IfNeeded
-  timeoutSeconds: 10
-EOF
+  # The configurations the webhook expects, printed by the webhook itself (as the committed
+  # manifests are), pointed at the local listener.
+  log "registering the wi-webhook mutating and validating webhook configurations"
+  "$WEBHOOK_BIN" webhook-config --url "https://127.0.0.1:$WEBHOOK_PORT" --ca-bundle "$ca_bundle" |
+    kubectl --kubeconfig "$STATE/kubeconfig" apply -f - >&2
 }
 
 cmd_up() {
@@ -309,7 +283,7 @@ cmd_up() {
   else
     log "WI_SKIP_WEBHOOK=1: no webhook (development of the control plane only)"
     stop wi-webhook
-    kubectl --kubeconfig "$STATE/kubeconfig" delete mutatingwebhookconfiguration wi-webhook \
+    kubectl --kubeconfig "$STATE/kubeconfig" delete mutatingwebhookconfiguration,validatingwebhookconfiguration wi-webhook \
       --ignore-not-found >&2
   fi
   trap - EXIT

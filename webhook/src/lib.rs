@@ -16,4 +16,5 @@ pub mod offline;
 pub mod pod;
 pub mod policy;
 pub mod serviceaccounts;
+pub mod webhookconfig;
 pub mod workloads;

@@ -29,6 +29,8 @@ enum Command {
     Certs(cli::certs::CertsArgs),
     /// Print the AgentPool CustomResourceDefinition (as committed under manifests/).
     Crd,
+    /// Print the webhook configurations (mutating and validating) the webhook expects.
+    WebhookConfig(cli::WebhookConfigArgs),
 }
 
 fn init_logging(level: &str, json: bool) {
@@ -62,6 +64,9 @@ fn main() -> ExitCode {
         Command::Serve(args) => runtime.block_on(cli::serve::run(args)),
         Command::Mutate(args) => return runtime.block_on(cli::mutate::run(args)),
         Command::Certs(args) => cli::certs::run(args),
+        Command::WebhookConfig(args) => args
+            .options()
+            .map(|o| print!("{}", wi_webhook::webhookconfig::yaml(&o))),
         Command::Crd => {
             print!("{}", wi_webhook::policy::crd::crd_yaml());
             Ok(())

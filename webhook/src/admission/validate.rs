@@ -58,7 +58,7 @@ impl Admitter {
                 }
                 _ => return Ok(outcome),
             },
-            (GROUP, "AgentPool", None, _) => self.check_agent_pool(&object.raw),
+            (GROUP, "AgentPool", None, _) => self.check_agent_pool(&object.raw).await,
             _ => return Ok(outcome),
         };
         if outcome.name.is_empty() {
@@ -127,18 +127,19 @@ impl Admitter {
     }
 
     /// A new or changed AgentPool must not share a namespace or its client id with another.
-    fn check_agent_pool(&self, raw: &Value) -> PodDecision {
+    async fn check_agent_pool(&self, raw: &Value) -> PodDecision {
         let mut decision = PodDecision::default();
         let parsed: Result<AgentPool, _> = serde_json::from_value(raw.clone());
         let Some(pool) = parsed.ok().as_ref().and_then(Pool::from_resource) else {
             decision.result = Err(Denial::invalid("agentpool-shape", "not a valid AgentPool"));
             return decision;
         };
-        let current = self.policy.snapshot();
-        let mut others: Vec<Pool> = current
-            .pools()
+        let mut others: Vec<Pool> = self
+            .policy
+            .current_pools()
+            .await
+            .into_iter()
             .filter(|p| p.name != pool.name)
-            .map(|p| (**p).clone())
             .collect();
         others.push(pool.clone());
         let conflicts = PoolIndex::build(&others).conflicts_of(&pool);

@@ -127,6 +127,11 @@ async fn answer(
             state
                 .metrics
                 .record(decision, outcome.operation, outcome.dry_run, seconds);
+            for v in &outcome.violations {
+                state
+                    .metrics
+                    .violation(&v.pool, v.rule, v.enforcement.as_str());
+            }
             tracing::info!(
                 uid = %outcome.uid,
                 namespace = %outcome.namespace,

@@ -92,6 +92,13 @@ pub async fn execute(args: &MutateArgs) -> Run {
         for w in &r.warnings {
             stderr += &format!("warning: {} {}/{}: {w}\n", r.kind, r.namespace, r.name);
         }
+        let audited = r
+            .violations
+            .iter()
+            .filter(|v| v.enforcement == crate::policy::crd::Enforcement::Audit);
+        for v in audited {
+            stderr += &format!("audit: {} {}/{}: {v}\n", r.kind, r.namespace, r.name);
+        }
         if let Some(d) = &r.denial {
             stderr += &format!(
                 "denied: {} {}/{} ({}): {d}\n",

@@ -96,18 +96,23 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         client.clone(),
         Duration::from_millis(args.sa_lookup_timeout_ms),
     );
+    let policy = Policy::default().with_live(kube::Api::all(client.clone()));
+    let pools = crate::policy::watch::spawn(client, policy.clone());
     let state = AppState::new(Admitter {
         config,
         service_accounts: service_accounts.clone(),
-        policy: Policy::default(),
+        policy,
     });
     {
         let state = state.clone();
         tokio::spawn(async move {
             service_accounts.wait_synced().await;
+            // The watch task owns the writer for the process's lifetime.
+            let _ = pools.wait_until_ready().await;
             tracing::info!(
-                cached = service_accounts.cached(),
-                "ServiceAccount cache synced; ready"
+                serviceaccounts = service_accounts.cached(),
+                agentpools = pools.len(),
+                "caches synced; ready"
             );
             state.ready.store(true, Ordering::Release);
         });

@@ -20,9 +20,21 @@ pub use index::{Pool, PoolIndex};
 pub use rules::{Evaluation, Subject, Violation};
 
 /// The pool policy, shared by every request; the index is swapped whole on every change.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct Policy {
     index: Arc<RwLock<Arc<PoolIndex>>>,
+    /// For checking a new AgentPool against the pools stored right now rather than the
+    /// watch's view, which may lag a create made a moment earlier (one `kubectl apply` of
+    /// two conflicting pools).
+    live: Option<kube::Api<crd::AgentPool>>,
+}
+
+impl std::fmt::Debug for Policy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Policy")
+            .field("pools", &self.snapshot().len())
+            .finish()
+    }
 }
 
 impl Policy {
@@ -31,6 +43,30 @@ impl Policy {
         let policy = Policy::default();
         policy.replace(PoolIndex::build(pools));
         policy
+    }
+
+    /// A policy that reads AgentPools from the API for AgentPool admissions.
+    pub fn with_live(mut self, api: kube::Api<crd::AgentPool>) -> Self {
+        self.live = Some(api);
+        self
+    }
+
+    /// Every pool as stored now: listed from the API where possible (bounded by a short
+    /// timeout), else the watch's view.
+    pub async fn current_pools(&self) -> Vec<Pool> {
+        if let Some(api) = &self.live {
+            let list = tokio::time::timeout(
+                std::time::Duration::from_secs(2),
+                api.list(&Default::default()),
+            )
+            .await;
+            match list {
+                Ok(Ok(list)) => return list.items.iter().filter_map(Pool::from_resource).collect(),
+                Ok(Err(e)) => tracing::warn!(error = %e, "cannot list AgentPools; using the cache"),
+                Err(_) => tracing::warn!("listing AgentPools timed out; using the cache"),
+            }
+        }
+        self.snapshot().pools().map(|p| (**p).clone()).collect()
     }
 
     pub fn snapshot(&self) -> Arc<PoolIndex> {

@@ -116,11 +116,14 @@ async fn write_status(
             c.last_transition_time = Some(now.clone());
         }
         let patch = json!({"status": status});
-        if let Err(e) = api
+        match api
             .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
             .await
         {
-            tracing::warn!(pool = name, error = %e, "cannot write AgentPool status");
+            Ok(_) => {}
+            // Deleted since the event: nothing to report on.
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => tracing::warn!(pool = name, error = %e, "cannot write AgentPool status"),
         }
     }
 }
