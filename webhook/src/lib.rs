@@ -5,6 +5,7 @@
 
 pub mod admission;
 pub mod api;
+pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod denial;

@@ -25,6 +25,8 @@ enum Command {
     Serve(cli::serve::ServeArgs),
     /// Show the mutation of Pods and workloads in manifests, without a cluster.
     Mutate(cli::mutate::MutateArgs),
+    /// Report every pool violation in manifests or a live cluster (exit 1 on violations).
+    Audit(cli::audit::AuditArgs),
     /// Create certificates for the webhook.
     Certs(cli::certs::CertsArgs),
     /// Print the AgentPool CustomResourceDefinition (as committed under manifests/).
@@ -63,6 +65,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => runtime.block_on(cli::serve::run(args)),
         Command::Mutate(args) => return runtime.block_on(cli::mutate::run(args)),
+        Command::Audit(args) => return runtime.block_on(cli::audit::run(args)),
         Command::Certs(args) => cli::certs::run(args),
         Command::WebhookConfig(args) => args
             .options()

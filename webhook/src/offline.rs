@@ -33,18 +33,16 @@ pub struct Mutated {
     pub pool: Option<String>,
 }
 
-pub struct Offline {
-    admitter: Admitter,
-    default_namespace: String,
+/// The cluster state the offline commands judge against: ServiceAccounts and AgentPools.
+pub struct ClusterState {
+    pub accounts: kube::runtime::reflector::Store<crate::serviceaccounts::SaMeta>,
+    pub policy: Policy,
 }
 
-impl Offline {
-    /// ServiceAccounts and AgentPools among `docs` become the cluster state.
-    pub fn new(
-        docs: &[Document],
-        config: MutationConfig,
-        default_namespace: &str,
-    ) -> Result<Self, String> {
+impl ClusterState {
+    /// The ServiceAccounts and AgentPools among `docs` (a namespace-less ServiceAccount is in
+    /// `default_namespace`).
+    pub fn from_documents(docs: &[Document], default_namespace: &str) -> Result<Self, String> {
         let mut accounts = Vec::new();
         for d in docs.iter().filter(|d| kind(&d.value) == "ServiceAccount") {
             let mut sa: ServiceAccount = serde_json::from_value(d.value.clone())
@@ -63,11 +61,31 @@ impl Offline {
                     .ok_or_else(|| format!("{}: AgentPool without metadata.name", d.source))?,
             );
         }
+        Ok(ClusterState {
+            accounts: store_of(accounts),
+            policy: Policy::of(&pools),
+        })
+    }
+}
+
+pub struct Offline {
+    admitter: Admitter,
+    default_namespace: String,
+}
+
+impl Offline {
+    /// ServiceAccounts and AgentPools among `docs` become the cluster state.
+    pub fn new(
+        docs: &[Document],
+        config: MutationConfig,
+        default_namespace: &str,
+    ) -> Result<Self, String> {
+        let state = ClusterState::from_documents(docs, default_namespace)?;
         Ok(Offline {
             admitter: Admitter {
                 config,
-                service_accounts: ServiceAccounts::from_store(store_of(accounts)),
-                policy: Policy::of(&pools),
+                service_accounts: ServiceAccounts::from_store(state.accounts),
+                policy: state.policy,
             },
             default_namespace: default_namespace.to_string(),
         })

@@ -103,15 +103,19 @@ impl ServiceAccounts {
 
 /// A store filled from ServiceAccount objects, for offline use.
 pub fn store_of(accounts: impl IntoIterator<Item = ServiceAccount>) -> Store<SaMeta> {
+    store_of_meta(accounts.into_iter().map(|sa| SaMeta {
+        types: None,
+        metadata: sa.metadata,
+        _phantom: Default::default(),
+    }))
+}
+
+/// A store filled from ServiceAccount metadata (a listed cluster, offline).
+pub fn store_of_meta(accounts: impl IntoIterator<Item = SaMeta>) -> Store<SaMeta> {
     use kube::runtime::watcher::Event;
     let mut writer = reflector::store::Writer::<SaMeta>::default();
     for sa in accounts {
-        let meta = SaMeta {
-            types: None,
-            metadata: sa.metadata,
-            _phantom: Default::default(),
-        };
-        writer.apply_watcher_event(&Event::Apply(meta));
+        writer.apply_watcher_event(&Event::Apply(sa));
     }
     writer.as_reader()
 }

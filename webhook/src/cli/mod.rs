@@ -1,5 +1,6 @@
 //! The commands of the `wi-webhook` binary.
 
+pub mod audit;
 pub mod certs;
 pub mod mutate;
 pub mod serve;

@@ -1,0 +1,253 @@
+//! `wi-webhook audit`: every pool violation in manifests or in a live cluster.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, ValueEnum};
+use k8s_openapi::api::core::v1::ServiceAccount;
+use kube::Api;
+use kube::api::{ApiResource, DynamicObject, ListParams};
+use kube::core::PartialObjectMeta;
+
+use crate::audit::{self, Auditor, Finding};
+use crate::config::MutationConfig;
+use crate::inputs;
+use crate::offline::ClusterState;
+use crate::policy::crd::AgentPool;
+use crate::policy::{Policy, Pool};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// A readable table: object, namespace, pool, team, rule, message.
+    Table,
+    /// A JSON list of findings.
+    Json,
+    /// wgpolicyk8s.io/v1alpha2 PolicyReports (one per namespace), as YAML.
+    Policyreport,
+}
+
+#[derive(Args, Debug)]
+pub struct AuditArgs {
+    /// File or directory of manifests (repeatable; `-` reads stdin, e.g. `kustomize build`
+    /// output). AgentPools and ServiceAccounts among them are the cluster state.
+    #[arg(
+        short = 'f',
+        long = "filename",
+        value_name = "FILE_OR_DIR",
+        required_unless_present = "cluster"
+    )]
+    pub files: Vec<PathBuf>,
+
+    /// Audit the live cluster instead (kubeconfig or in-cluster configuration).
+    #[arg(long, conflicts_with = "files")]
+    pub cluster: bool,
+
+    /// With --cluster: only this namespace. With files: the namespace of objects naming none.
+    #[arg(short, long)]
+    pub namespace: Option<String>,
+
+    #[arg(short, long, value_enum, default_value = "table")]
+    pub output: Output,
+
+    /// The webhook's tenant, for checking AZURE_TENANT_ID overrides in pools without one.
+    #[arg(long, env = "AZURE_TENANT_ID", default_value = "")]
+    pub tenant_id: String,
+
+    /// The webhook's token mount path, for checking AZURE_FEDERATED_TOKEN_FILE overrides.
+    #[arg(long, env = "WI_TOKEN_MOUNT_PATH", default_value = crate::config::DEFAULT_MOUNT_PATH)]
+    pub token_mount_path: String,
+
+    /// Objects per list request with --cluster (the list API is paged, never loaded whole).
+    #[arg(long, default_value_t = 500)]
+    pub page_size: u32,
+
+    /// kubeconfig for --cluster; default: in-cluster config, then ~/.kube/config.
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+}
+
+/// What an audit prints and how it exits: 0 clean, 1 violations, 2 unreadable input.
+pub struct Run {
+    pub stdout: String,
+    pub stderr: String,
+    pub code: u8,
+}
+
+pub async fn run(args: AuditArgs) -> ExitCode {
+    let result = if args.cluster {
+        audit_cluster(&args).await
+    } else {
+        audit_files(&args)
+    };
+    eprint!("{}", result.stderr);
+    print!("{}", result.stdout);
+    ExitCode::from(result.code)
+}
+
+fn config(args: &AuditArgs) -> MutationConfig {
+    let mut config = MutationConfig::new(args.tenant_id.clone());
+    config.mount_path = args.token_mount_path.clone();
+    config
+}
+
+/// The audit of manifests, without touching stdout: the golden tests call this.
+pub fn audit_files(args: &AuditArgs) -> Run {
+    let fail = |e: &dyn std::fmt::Display| Run {
+        stdout: String::new(),
+        stderr: format!("error: {e}\n"),
+        code: 2,
+    };
+    let docs = match inputs::read_all(&args.files) {
+        Ok(d) => d,
+        Err(e) => return fail(&e),
+    };
+    let default_namespace = args.namespace.as_deref().unwrap_or("default");
+    let state = match ClusterState::from_documents(&docs, default_namespace) {
+        Ok(s) => s,
+        Err(e) => return fail(&e),
+    };
+    let auditor = Auditor {
+        policy: state.policy,
+        accounts: state.accounts,
+        config: config(args),
+    };
+    let findings: Vec<Finding> = docs
+        .iter()
+        .flat_map(|d| auditor.audit(&d.value, &d.source, default_namespace))
+        .collect();
+    finish(args.output, findings, String::new(), 0)
+}
+
+fn finish(output: Output, findings: Vec<Finding>, stderr: String, timestamp: i64) -> Run {
+    let stdout = match output {
+        Output::Table if findings.is_empty() => String::new(),
+        Output::Table => audit::table(&findings),
+        Output::Json => serde_json::to_string_pretty(&findings).expect("findings serialise") + "\n",
+        Output::Policyreport => audit::policy_reports(&findings, timestamp)
+            .iter()
+            .map(|r| serde_yaml::to_string(r).expect("reports serialise"))
+            .collect::<Vec<_>>()
+            .join("---\n"),
+    };
+    let mut stderr = stderr;
+    if findings.is_empty() {
+        stderr += "no pool violations\n";
+    } else {
+        stderr += &format!("{} pool violation(s)\n", findings.len());
+    }
+    Run {
+        stdout,
+        stderr,
+        code: if findings.is_empty() { 0 } else { 1 },
+    }
+}
+
+/// The kinds an audit lists: Pods and every workload with a pod template.
+const KINDS: [(&str, &str, &str, &str); 7] = [
+    ("", "v1", "Pod", "pods"),
+    ("apps", "v1", "Deployment", "deployments"),
+    ("apps", "v1", "StatefulSet", "statefulsets"),
+    ("apps", "v1", "DaemonSet", "daemonsets"),
+    ("apps", "v1", "ReplicaSet", "replicasets"),
+    ("batch", "v1", "Job", "jobs"),
+    ("batch", "v1", "CronJob", "cronjobs"),
+];
+
+async fn audit_cluster(args: &AuditArgs) -> Run {
+    match audit_cluster_inner(args).await {
+        Ok(run) => run,
+        Err(e) => Run {
+            stdout: String::new(),
+            stderr: format!("error: {e:#}\n"),
+            code: 2,
+        },
+    }
+}
+
+async fn audit_cluster_inner(args: &AuditArgs) -> anyhow::Result<Run> {
+    let client = super::serve::client(args.kubeconfig.as_deref()).await?;
+    let ns = args.namespace.as_deref();
+    let params = ListParams::default().limit(args.page_size);
+
+    // The cluster state: AgentPools and ServiceAccount metadata (small objects, kept whole).
+    let pools: Vec<Pool> = list_all(Api::<AgentPool>::all(client.clone()), &params, "AgentPools")
+        .await?
+        .iter()
+        .filter_map(Pool::from_resource)
+        .collect();
+    let sa_api: Api<PartialObjectMeta<ServiceAccount>> = match ns {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    let accounts = list_all(sa_api, &params, "ServiceAccounts").await?;
+    let auditor = Auditor {
+        policy: Policy::of(&pools),
+        accounts: crate::serviceaccounts::store_of_meta(accounts),
+        config: config(args),
+    };
+
+    // Pods and workloads, page by page: only findings are kept.
+    let mut findings = Vec::new();
+    for (group, version, kind, plural) in KINDS {
+        let resource = ApiResource {
+            group: group.into(),
+            version: version.into(),
+            api_version: if group.is_empty() {
+                version.into()
+            } else {
+                format!("{group}/{version}")
+            },
+            kind: kind.into(),
+            plural: plural.into(),
+        };
+        let api: Api<DynamicObject> = match ns {
+            Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
+            None => Api::all_with(client.clone(), &resource),
+        };
+        let mut params = params.clone();
+        let mut seen = 0usize;
+        loop {
+            let page = api.list(&params).await?;
+            for object in &page.items {
+                let mut value = serde_json::to_value(object)?;
+                value["apiVersion"] = resource.api_version.clone().into();
+                value["kind"] = kind.into();
+                findings.extend(auditor.audit(&value, "cluster", "default"));
+            }
+            seen += page.items.len();
+            eprint!(
+                "\raudit: {kind}: {seen} listed, {} finding(s) so far   ",
+                findings.len()
+            );
+            match page.metadata.continue_.filter(|c| !c.is_empty()) {
+                Some(token) => params.continue_token = Some(token),
+                None => break,
+            }
+        }
+        eprintln!();
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    Ok(finish(args.output, findings, String::new(), now))
+}
+
+/// Every object of a (small) kind, through the paged list API.
+async fn list_all<K>(api: Api<K>, params: &ListParams, what: &str) -> anyhow::Result<Vec<K>>
+where
+    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let mut params = params.clone();
+    let mut all = Vec::new();
+    loop {
+        let page = api
+            .list(&params)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot list {what}: {e}"))?;
+        all.extend(page.items);
+        match page.metadata.continue_.filter(|c| !c.is_empty()) {
+            Some(token) => params.continue_token = Some(token),
+            None => return Ok(all),
+        }
+    }
+}
