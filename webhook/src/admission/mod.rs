@@ -70,6 +70,12 @@ pub struct Outcome {
     pub violations: Vec<Violation>,
 }
 
+impl Outcome {
+    pub fn denied(&self) -> bool {
+        self.decision == Decision::Denied
+    }
+}
+
 /// The decision for one pod-shaped object.
 #[derive(Debug)]
 pub struct PodDecision {

@@ -19,6 +19,7 @@ use http::{StatusCode, header};
 
 use crate::admission::Admitter;
 use crate::metrics::Metrics;
+use crate::policy::events::{EventSink, Finding};
 use error::ApiError;
 
 pub const DEFAULT_BODY_LIMIT: usize = 4 * 1024 * 1024;
@@ -29,6 +30,8 @@ pub struct AppState {
     pub metrics: Metrics,
     /// True once every cache has synced (and, later, a certificate is served).
     pub ready: AtomicBool,
+    /// Audit- and Warn-mode findings become Events on the AgentPool.
+    pub events: EventSink,
 }
 
 impl AppState {
@@ -37,6 +40,17 @@ impl AppState {
             admitter,
             metrics: Metrics::default(),
             ready: AtomicBool::new(false),
+            events: EventSink::none(),
+        })
+    }
+
+    /// The same, writing Events for findings that do not deny.
+    pub fn with_events(admitter: Admitter, events: EventSink) -> Arc<Self> {
+        Arc::new(AppState {
+            admitter,
+            metrics: Metrics::default(),
+            ready: AtomicBool::new(false),
+            events,
         })
     }
 
@@ -131,6 +145,12 @@ async fn answer(
                 state
                     .metrics
                     .violation(&v.pool, v.rule, v.enforcement.as_str());
+                if !outcome.denied() {
+                    state.events.report(Finding {
+                        violation: v.clone(),
+                        object: format!("{} {}/{}", outcome.kind, outcome.namespace, outcome.name),
+                    });
+                }
             }
             tracing::info!(
                 uid = %outcome.uid,

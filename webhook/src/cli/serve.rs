@@ -97,12 +97,16 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         Duration::from_millis(args.sa_lookup_timeout_ms),
     );
     let policy = Policy::default().with_live(kube::Api::all(client.clone()));
-    let pools = crate::policy::watch::spawn(client, policy.clone());
-    let state = AppState::new(Admitter {
-        config,
-        service_accounts: service_accounts.clone(),
-        policy,
-    });
+    let pools = crate::policy::watch::spawn(client.clone(), policy.clone());
+    let events = crate::policy::events::spawn(client.clone(), std::env::var("POD_NAME").ok());
+    let state = AppState::with_events(
+        Admitter {
+            config,
+            service_accounts: service_accounts.clone(),
+            policy,
+        },
+        events,
+    );
     {
         let state = state.clone();
         tokio::spawn(async move {

@@ -6,6 +6,7 @@
 //! current from the cluster and writes conflicts to the pools' status.
 
 pub mod crd;
+pub mod events;
 pub mod index;
 pub mod rules;
 pub mod watch;
