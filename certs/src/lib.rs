@@ -6,6 +6,13 @@
 //! admin client cert, service-account signing key), so what the end-to-end tests exercise is
 //! what production runs.
 
+pub mod expiry;
+pub mod files;
+pub mod selfmanaged;
+
+/// The time crate of this API (`OffsetDateTime` in validity windows).
+pub use time;
+
 use std::fs;
 use std::io::Write;
 use std::net::IpAddr;
@@ -51,6 +58,10 @@ pub enum GenerateError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("the CA private key does not match the CA certificate")]
+    CaKeyMismatch,
+    #[error("not a certificate: {0}")]
+    BadCertificate(String),
 }
 
 /// What is wrong with a certificate/key pair on disk. Every variant names the file.
@@ -168,6 +179,14 @@ impl std::fmt::Debug for Ca {
 impl Ca {
     /// A new self-signed CA, CN [`CA_COMMON_NAME`], valid `days` from `not_before`.
     pub fn generate(not_before: OffsetDateTime, days: u32) -> Result<Self, GenerateError> {
+        Self::generate_until(not_before, not_before + Duration::days(i64::from(days)))
+    }
+
+    /// A new self-signed CA valid from `not_before` to `not_after`.
+    pub fn generate_until(
+        not_before: OffsetDateTime,
+        not_after: OffsetDateTime,
+    ) -> Result<Self, GenerateError> {
         let key = KeyPair::generate()?;
         let mut params = CertificateParams::default();
         params.distinguished_name = dn(CA_COMMON_NAME, None);
@@ -177,7 +196,8 @@ impl Ca {
             KeyUsagePurpose::CrlSign,
             KeyUsagePurpose::DigitalSignature,
         ];
-        validity(&mut params, not_before, days);
+        params.not_before = not_before;
+        params.not_after = not_after;
         let cert = params.self_signed(&key)?;
         let pem = Pem {
             cert: cert.pem(),
@@ -190,16 +210,34 @@ impl Ca {
     }
 
     /// A CA from its PEM certificate and key (for example `ca.crt` and `ca.key`).
+    /// Fails with [`GenerateError::CaKeyMismatch`] when the key is not the certificate's.
     pub fn from_pem(cert: &str, key: &str) -> Result<Self, GenerateError> {
         let key_pair = KeyPair::from_pem(key)?;
-        let issuer = Issuer::from_ca_cert_pem(cert, key_pair)?;
-        Ok(Self {
-            pem: Pem {
-                cert: cert.to_owned(),
-                key: key.to_owned(),
-            },
-            issuer,
-        })
+        let der = CertificateDer::from_pem_slice(cert.as_bytes())
+            .map_err(|e| GenerateError::BadCertificate(e.to_string()))?;
+        let mut ca = Self::from_der(&der, key_pair)?;
+        // Keep the PEM as given (comments, a chain after the CA).
+        ca.pem = Pem {
+            cert: cert.to_owned(),
+            key: key.to_owned(),
+        };
+        Ok(ca)
+    }
+
+    /// A CA from its DER certificate and its key pair; checks that they match.
+    pub fn from_der(cert: &CertificateDer<'_>, key: KeyPair) -> Result<Self, GenerateError> {
+        use rcgen::PublicKeyData as _;
+        let (_, parsed) = x509_parser::parse_x509_certificate(cert)
+            .map_err(|e| GenerateError::BadCertificate(e.to_string()))?;
+        if parsed.tbs_certificate.subject_pki.raw != key.subject_public_key_info().as_slice() {
+            return Err(GenerateError::CaKeyMismatch);
+        }
+        let pem = Pem {
+            cert: pem_encode("CERTIFICATE", cert),
+            key: key.serialize_pem(),
+        };
+        let issuer = Issuer::from_ca_cert_der(cert, key)?;
+        Ok(Self { pem, issuer })
     }
 
     /// Reads `ca.crt` and `ca.key` from `dir`.
@@ -224,6 +262,18 @@ impl Ca {
         not_before: OffsetDateTime,
         days: u32,
     ) -> Result<Pem, GenerateError> {
+        let not_after = not_before + Duration::days(i64::from(days));
+        self.issue_serving_until(dns_names, ip_addresses, not_before, not_after)
+    }
+
+    /// [`Ca::issue_serving`] valid from `not_before` to `not_after`.
+    pub fn issue_serving_until(
+        &self,
+        dns_names: &[String],
+        ip_addresses: &[IpAddr],
+        not_before: OffsetDateTime,
+        not_after: OffsetDateTime,
+    ) -> Result<Pem, GenerateError> {
         let mut params = CertificateParams::default();
         let cn = dns_names
             .first()
@@ -240,7 +290,7 @@ impl Ca {
             ExtendedKeyUsagePurpose::ServerAuth,
             ExtendedKeyUsagePurpose::ClientAuth,
         ];
-        self.issue(params, not_before, days)
+        self.issue(params, not_before, not_after)
     }
 
     /// A client certificate. Kubernetes reads the user from CN and the groups from O, so
@@ -255,14 +305,18 @@ impl Ca {
         let mut params = CertificateParams::default();
         params.distinguished_name = dn(common_name, organization);
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        self.issue(params, not_before, days)
+        self.issue(
+            params,
+            not_before,
+            not_before + Duration::days(i64::from(days)),
+        )
     }
 
     fn issue(
         &self,
         mut params: CertificateParams,
         not_before: OffsetDateTime,
-        days: u32,
+        not_after: OffsetDateTime,
     ) -> Result<Pem, GenerateError> {
         params.is_ca = IsCa::ExplicitNoCa;
         params.key_usages = vec![
@@ -270,7 +324,8 @@ impl Ca {
             KeyUsagePurpose::KeyEncipherment,
         ];
         params.use_authority_key_identifier_extension = true;
-        validity(&mut params, not_before, days);
+        params.not_before = not_before;
+        params.not_after = not_after;
         let key = KeyPair::generate()?;
         let cert = params.signed_by(&key, &self.issuer)?;
         Ok(Pem {
@@ -300,6 +355,18 @@ pub fn generate(opts: &GenerateOptions) -> Result<Bundle, GenerateError> {
 pub fn generate_signing_key() -> Result<(String, String), GenerateError> {
     let key = KeyPair::generate()?;
     Ok((key.serialize_pem(), key.public_key_pem()))
+}
+
+/// PEM of a DER object: `-----BEGIN <label>-----`, base64 in lines of 64, `-----END ...`.
+pub fn pem_encode(label: &str, der: &[u8]) -> String {
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        out.push_str(std::str::from_utf8(line).expect("base64 is ASCII"));
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
 }
 
 /// base64 of a PEM certificate: the form of `caBundle` in webhook configurations.
@@ -361,6 +428,62 @@ pub struct LoadedPair {
     pub certified_key: Arc<rustls::sign::CertifiedKey>,
     /// Earliest notAfter of the chain: when the pair stops working.
     pub not_after: OffsetDateTime,
+    /// Where the chain came from (a path, or `Secret <ns>/<name> tls.crt`), for messages.
+    cert_path: PathBuf,
+    /// Validity and subject of each certificate of the chain.
+    validities: Vec<(expiry::Validity, String)>,
+}
+
+impl LoadedPair {
+    /// Validity of the leaf (the first certificate).
+    pub fn leaf_validity(&self) -> expiry::Validity {
+        self.validities[0].0
+    }
+
+    /// Serial number of the leaf, as lowercase hex without separators.
+    pub fn serial(&self) -> String {
+        serial_hex(&self.chain[0])
+    }
+
+    /// Subject of the leaf.
+    pub fn subject(&self) -> &str {
+        &self.validities[0].1
+    }
+
+    /// Fails when a certificate of the chain is expired or not yet valid at `now`.
+    pub fn check_time(&self, now: OffsetDateTime) -> Result<(), LoadError> {
+        for (index, (validity, subject)) in self.validities.iter().enumerate() {
+            if now > validity.not_after {
+                return Err(LoadError::Expired {
+                    path: self.cert_path.clone(),
+                    index,
+                    subject: subject.clone(),
+                    not_after: rfc3339(validity.not_after),
+                });
+            }
+            if now < validity.not_before {
+                return Err(LoadError::NotYetValid {
+                    path: self.cert_path.clone(),
+                    index,
+                    subject: subject.clone(),
+                    not_before: rfc3339(validity.not_before),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Serial number of a DER certificate as lowercase hex (empty if it does not parse).
+pub fn serial_hex(der: &[u8]) -> String {
+    x509_parser::parse_x509_certificate(der)
+        .map(|(_, cert)| {
+            cert.raw_serial()
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Reads a PEM certificate chain and a PEM private key, and checks that they can serve:
@@ -382,13 +505,28 @@ pub fn load_pair_at(
             source,
         })
     };
+    let cert_bytes = read(cert_path)?;
+    let key_bytes = read(key_path)?;
+    let pair = parse_pair(&cert_bytes, &key_bytes, cert_path, key_path)?;
+    pair.check_time(now)?;
+    Ok(pair)
+}
+
+/// Parses a PEM certificate chain and a PEM private key and checks that the key matches the
+/// leaf, without looking at the clock (see [`LoadedPair::check_time`]). The paths only name
+/// the inputs in errors.
+pub fn parse_pair(
+    cert_bytes: &[u8],
+    key_bytes: &[u8],
+    cert_path: &Path,
+    key_path: &Path,
+) -> Result<LoadedPair, LoadError> {
     let malformed = |path: &Path, e: &dyn std::fmt::Display| LoadError::Malformed {
         path: path.to_owned(),
         reason: e.to_string(),
     };
 
-    let cert_bytes = read(cert_path)?;
-    let chain = CertificateDer::pem_slice_iter(&cert_bytes)
+    let chain = CertificateDer::pem_slice_iter(cert_bytes)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| malformed(cert_path, &e))?;
     if chain.is_empty() {
@@ -397,8 +535,7 @@ pub fn load_pair_at(
         });
     }
 
-    let key_bytes = read(key_path)?;
-    let key = match PrivateKeyDer::from_pem_slice(&key_bytes) {
+    let key = match PrivateKeyDer::from_pem_slice(key_bytes) {
         Ok(key) => key,
         Err(rustls::pki_types::pem::Error::NoItemsFound) => {
             return Err(LoadError::NoKey {
@@ -409,31 +546,11 @@ pub fn load_pair_at(
     };
 
     // Validity of every certificate in the file: an expired intermediate breaks clients too.
-    let mut not_after_min: Option<OffsetDateTime> = None;
-    for (index, der) in chain.iter().enumerate() {
+    let mut validities = Vec::with_capacity(chain.len());
+    for der in &chain {
         let (_, cert) =
             x509_parser::parse_x509_certificate(der).map_err(|e| malformed(cert_path, &e))?;
-        let validity = cert.validity();
-        let not_before = timestamp(validity.not_before.timestamp());
-        let not_after = timestamp(validity.not_after.timestamp());
-        let subject = cert.subject().to_string();
-        if now > not_after {
-            return Err(LoadError::Expired {
-                path: cert_path.to_owned(),
-                index,
-                subject,
-                not_after: rfc3339(not_after),
-            });
-        }
-        if now < not_before {
-            return Err(LoadError::NotYetValid {
-                path: cert_path.to_owned(),
-                index,
-                subject,
-                not_before: rfc3339(not_before),
-            });
-        }
-        not_after_min = Some(not_after_min.map_or(not_after, |t| t.min(not_after)));
+        validities.push((expiry::Validity::of_x509(&cert), cert.subject().to_string()));
     }
 
     let signing_key = rustls::crypto::ring::sign::any_supported_type(&key).map_err(|e| {
@@ -451,11 +568,18 @@ pub fn load_pair_at(
         });
     }
 
+    let not_after = validities
+        .iter()
+        .map(|(v, _)| v.not_after)
+        .min()
+        .expect("chain is not empty");
     Ok(LoadedPair {
         chain,
         key,
         certified_key: Arc::new(certified_key),
-        not_after: not_after_min.expect("chain is not empty"),
+        not_after,
+        cert_path: cert_path.to_owned(),
+        validities,
     })
 }
 
@@ -468,17 +592,8 @@ fn dn(common_name: &str, organization: Option<&str>) -> DistinguishedName {
     dn
 }
 
-fn validity(params: &mut CertificateParams, not_before: OffsetDateTime, days: u32) {
-    params.not_before = not_before;
-    params.not_after = not_before + Duration::days(i64::from(days));
-}
-
-fn timestamp(secs: i64) -> OffsetDateTime {
-    // X.509 times are 0000..=9999 years, always in range of OffsetDateTime.
-    OffsetDateTime::from_unix_timestamp(secs).unwrap_or(OffsetDateTime::UNIX_EPOCH)
-}
-
-fn rfc3339(t: OffsetDateTime) -> String {
+/// RFC 3339 form of a time, for messages and annotations.
+pub fn rfc3339(t: OffsetDateTime) -> String {
     t.format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_else(|_| t.to_string())
 }

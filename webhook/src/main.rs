@@ -3,6 +3,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use wi_webhook::cli;
 
+// The admission path makes many small, short-lived allocations (JSON trees, the patch, the
+// answer); glibc malloc spent about half of a decision's time on them (BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Azure Workload Identity mutating admission webhook for Azure DevOps agent pools.
 #[derive(Parser, Debug)]
 #[command(name = "wi-webhook", version, about)]
@@ -22,7 +27,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Serve admission reviews over TLS (the webhook).
-    Serve(cli::serve::ServeArgs),
+    Serve(Box<cli::serve::ServeArgs>),
     /// Show the mutation of Pods and workloads in manifests, without a cluster.
     Mutate(cli::mutate::MutateArgs),
     /// Report every pool violation in manifests or a live cluster (exit 1 on violations).
@@ -63,7 +68,7 @@ fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
-        Command::Serve(args) => runtime.block_on(cli::serve::run(args)),
+        Command::Serve(args) => runtime.block_on(cli::serve::run(*args)),
         Command::Mutate(args) => return runtime.block_on(cli::mutate::run(args)),
         Command::Audit(args) => return runtime.block_on(cli::audit::run(args)),
         Command::Certs(args) => cli::certs::run(args),

@@ -32,6 +32,8 @@ pub struct Metrics {
     /// Bodies that were not AdmissionReviews (answered 4xx without a decision).
     pub bad_requests: Counter,
     pub serviceaccounts: Gauge,
+    /// notAfter of the serving certificate in use (Unix seconds), set on each (re)load.
+    pub serving_cert_expiry: Gauge,
 }
 
 impl Default for Metrics {
@@ -62,6 +64,12 @@ impl Default for Metrics {
             "ServiceAccounts in the watch-backed cache",
             serviceaccounts.clone(),
         );
+        let serving_cert_expiry = Gauge::default();
+        registry.register(
+            "serving_cert_expiry_seconds",
+            "Expiry (notAfter, Unix time) of the serving certificate in use",
+            serving_cert_expiry.clone(),
+        );
         let violations = Family::<ViolationLabels, Counter>::default();
         registry.register(
             "pool_violations",
@@ -89,6 +97,7 @@ impl Default for Metrics {
             latency,
             bad_requests,
             serviceaccounts,
+            serving_cert_expiry,
         }
     }
 }

@@ -54,7 +54,9 @@ impl ServiceAccounts {
         let api: Api<SaMeta> = Api::all(client.clone());
         let stream = reflector::reflector(
             writer,
-            watcher(api, watcher::Config::default()).default_backoff(),
+            watcher(api, watcher::Config::default())
+                .default_backoff()
+                .modify(slim),
         );
         tokio::spawn(async move {
             let mut stream = std::pin::pin!(stream);
@@ -101,6 +103,23 @@ impl ServiceAccounts {
     }
 }
 
+/// The annotations the decisions read all start with this.
+const ANNOTATION_PREFIX: &str = "azure.workload.identity/";
+
+/// What the cache keeps of a ServiceAccount: its name and identity, and the
+/// `azure.workload.identity/` annotations the decisions read. managedFields, labels and other
+/// annotations (kubectl's last-applied-configuration, for one) are most of a ServiceAccount's
+/// metadata and are never read: dropping them keeps 10,000 cached ServiceAccounts within a few
+/// MiB (BENCHMARKS.md, memory).
+pub fn slim(sa: &mut SaMeta) {
+    let meta = &mut sa.metadata;
+    meta.managed_fields = None;
+    meta.labels = None;
+    if let Some(annotations) = &mut meta.annotations {
+        annotations.retain(|k, _| k.starts_with(ANNOTATION_PREFIX));
+    }
+}
+
 /// A store filled from ServiceAccount objects, for offline use.
 pub fn store_of(accounts: impl IntoIterator<Item = ServiceAccount>) -> Store<SaMeta> {
     store_of_meta(accounts.into_iter().map(|sa| SaMeta {
@@ -118,4 +137,51 @@ pub fn store_of_meta(accounts: impl IntoIterator<Item = SaMeta>) -> Store<SaMeta
         writer.apply_watcher_event(&Event::Apply(sa));
     }
     writer.as_reader()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ManagedFieldsEntry, ObjectMeta};
+
+    #[test]
+    fn the_cache_keeps_the_workload_identity_annotations_only() {
+        let mut sa = SaMeta {
+            types: None,
+            metadata: ObjectMeta {
+                name: Some("agent".into()),
+                namespace: Some("ns".into()),
+                annotations: Some(BTreeMap::from([
+                    (crate::keys::CLIENT_ID.to_string(), "c".to_string()),
+                    (crate::keys::TENANT_ID.to_string(), String::new()),
+                    (
+                        crate::keys::TOKEN_EXPIRATION.to_string(),
+                        "3600".to_string(),
+                    ),
+                    (
+                        "kubectl.kubernetes.io/last-applied-configuration".to_string(),
+                        "{}".to_string(),
+                    ),
+                ])),
+                labels: Some(BTreeMap::from([("app".to_string(), "x".to_string())])),
+                managed_fields: Some(vec![ManagedFieldsEntry::default()]),
+                ..ObjectMeta::default()
+            },
+            _phantom: Default::default(),
+        };
+        slim(&mut sa);
+        assert_eq!(sa.metadata.name.as_deref(), Some("agent"));
+        assert_eq!(sa.metadata.namespace.as_deref(), Some("ns"));
+        assert!(sa.metadata.managed_fields.is_none());
+        assert!(sa.metadata.labels.is_none());
+        let kept: Vec<&str> = annotations(&sa).keys().map(String::as_str).collect();
+        assert_eq!(
+            kept,
+            [
+                crate::keys::CLIENT_ID,
+                crate::keys::TOKEN_EXPIRATION,
+                crate::keys::TENANT_ID
+            ]
+        );
+    }
 }

@@ -5,8 +5,11 @@
 //!   "true"`, failurePolicy Fail (an agent must never start without its identity, or with
 //!   another pool's), reinvocationPolicy IfNeeded.
 //! - Validating, the pool policy on what the mutating one does not see:
-//!   `unlabelled-pods.wi-webhook.dev` (pod CREATE without the label) and
-//!   `ephemeral-containers.wi-webhook.dev` (`kubectl debug`), both fail closed;
+//!   `unlabelled-pods.wi-webhook.dev` (pod CREATE without the label) with failurePolicy
+//!   Ignore: it sees every pod of the cluster, and a pod outside a pool's namespace cannot
+//!   use the pool's identity anyway (its federated credential trusts only the pool's
+//!   namespace and ServiceAccount), so a webhook outage must not stop every pod everywhere;
+//!   `ephemeral-containers.wi-webhook.dev` (`kubectl debug`), fail closed;
 //!   `workloads.wi-webhook.dev` (Deployment, StatefulSet, DaemonSet, ReplicaSet, Job,
 //!   CronJob CREATE/UPDATE) with failurePolicy Ignore: it only gives early feedback, the pods
 //!   are checked anyway, so a webhook outage must not block every rollout in the cluster;
@@ -199,17 +202,19 @@ pub fn validating(o: &Options) -> ValidatingWebhookConfiguration {
         None,
     );
     pools.namespace_selector = None;
+    let mut unlabelled = pods(
+        "unlabelled-pods.wi-webhook.dev",
+        vec![rule(&[""], &["pods"], &["CREATE"], "Namespaced")],
+        Some(use_label("NotIn")),
+    );
+    unlabelled.failure_policy = Some("Ignore".into());
     ValidatingWebhookConfiguration {
         metadata: ObjectMeta {
             name: Some(CONFIGURATION_NAME.into()),
             ..ObjectMeta::default()
         },
         webhooks: Some(vec![
-            pods(
-                "unlabelled-pods.wi-webhook.dev",
-                vec![rule(&[""], &["pods"], &["CREATE"], "Namespaced")],
-                Some(use_label("NotIn")),
-            ),
+            unlabelled,
             pods(
                 "ephemeral-containers.wi-webhook.dev",
                 vec![rule(

@@ -1,9 +1,9 @@
 //! Golden tests of `wi-webhook mutate`: one folder per case under `tests/golden/`.
 //!
 //! A case folder holds:
-//! - `input.yaml`: Pods and workloads plus the ServiceAccounts they use; or instead
-//!   `inputs`: repo-relative paths, one a line (so the seed manifest exists once, in
-//!   `examples/`);
+//! - `input.yaml`: Pods and workloads plus the ServiceAccounts and AgentPools they use (the
+//!   cluster state); or instead `inputs`: repo-relative paths, one a line (so the seed manifest
+//!   exists once, in `examples/`);
 //! - `args` (optional): extra `wi-webhook mutate` flags, whitespace-separated. They come after
 //!   the default flags (`--tenant-id 00000000-0000-0000-0000-000000000001`) and override them;
 //! - the expected result: `expected.yaml` (exact stdout of `mutate -o yaml`; absent means
@@ -14,7 +14,8 @@
 //! depend on where the repository is checked out.
 //!
 //! Every case that exits 0 is also checked for idempotence (SPEC 2.9): its own output, fed
-//! back with the same ServiceAccounts and flags, must give an empty patch for every object.
+//! back with the same ServiceAccounts, AgentPools and flags, must give an empty patch for every
+//! object.
 //!
 //! `WI_BLESS=1 cargo test -p wi-webhook --test golden` rewrites the expected files from the
 //! actual output. Read every file it writes and check it against the SPEC by hand before
@@ -258,7 +259,7 @@ fn compare(name: &str, run: &Run, want: &Expected) -> Option<String> {
 }
 
 /// SPEC 2.9: the mutation of its own output is empty. Feeds the output back together with the
-/// case's ServiceAccounts and flags and checks every patch.
+/// case's ServiceAccounts, AgentPools and flags and checks every patch.
 fn check_idempotent(
     rt: &tokio::runtime::Runtime,
     name: &str,
@@ -273,7 +274,10 @@ fn check_idempotent(
             let Ok(doc) = <Value as serde::Deserialize>::deserialize(de) else {
                 continue;
             };
-            if doc.get("kind").and_then(Value::as_str) == Some("ServiceAccount") {
+            if matches!(
+                doc.get("kind").and_then(Value::as_str),
+                Some("ServiceAccount" | "AgentPool")
+            ) {
                 combined.push_str("---\n");
                 combined.push_str(&serde_yaml::to_string(&doc).expect("YAML"));
             }

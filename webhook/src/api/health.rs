@@ -45,10 +45,15 @@ async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
 async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     if state.is_ready() {
         (StatusCode::OK, "ready")
-    } else {
+    } else if !state.ready.load(std::sync::atomic::Ordering::Acquire) {
         (
             StatusCode::SERVICE_UNAVAILABLE,
             "caches not synced (ServiceAccounts, AgentPools)",
+        )
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "serving certificate not in place (self-managed: caBundle not written yet)",
         )
     }
 }

@@ -3,7 +3,9 @@
 
 pub mod error;
 pub mod health;
+pub mod limit;
 pub mod tls;
+mod wire;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,8 +13,7 @@ use std::time::Instant;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, FromRequest, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use http::{StatusCode, header};
@@ -28,8 +29,12 @@ pub const DEFAULT_BODY_LIMIT: usize = 4 * 1024 * 1024;
 pub struct AppState {
     pub admitter: Admitter,
     pub metrics: Metrics,
-    /// True once every cache has synced (and, later, a certificate is served).
+    /// True once every cache has synced.
     pub ready: AtomicBool,
+    /// The certificate condition of readiness: true unless the certificate source says
+    /// otherwise (self-managed mode: false until the certificate is served and the
+    /// caBundle holds its CA). Readiness is both.
+    pub certs_ready: Arc<AtomicBool>,
     /// Audit- and Warn-mode findings become Events on the AgentPool.
     pub events: EventSink,
 }
@@ -40,6 +45,7 @@ impl AppState {
             admitter,
             metrics: Metrics::default(),
             ready: AtomicBool::new(false),
+            certs_ready: Arc::new(AtomicBool::new(true)),
             events: EventSink::none(),
         })
     }
@@ -50,12 +56,13 @@ impl AppState {
             admitter,
             metrics: Metrics::default(),
             ready: AtomicBool::new(false),
+            certs_ready: Arc::new(AtomicBool::new(true)),
             events,
         })
     }
 
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Acquire)
+        self.ready.load(Ordering::Acquire) && self.certs_ready.load(Ordering::Acquire)
     }
 }
 
@@ -95,12 +102,27 @@ async fn request_timeout(req: axum::extract::Request, next: axum::middleware::Ne
     }
 }
 
-async fn mutate(state: State<Arc<AppState>>, body: Result<Bytes, BytesRejection>) -> Response {
-    answer(state, body, Endpoint::Mutate).await
+/// The body, once its headers are in, has this long to arrive (the API server sends it at
+/// once): a client trickling it is answered 408 and its slot freed.
+pub const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+async fn read_body(req: axum::extract::Request) -> Result<Bytes, ApiError> {
+    match tokio::time::timeout(BODY_TIMEOUT, Bytes::from_request(req, &())).await {
+        Ok(Ok(body)) => Ok(body),
+        Ok(Err(rejection)) => Err(ApiError::new(rejection.status(), rejection.body_text())),
+        Err(_) => Err(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request body not received in time",
+        )),
+    }
 }
 
-async fn validate(state: State<Arc<AppState>>, body: Result<Bytes, BytesRejection>) -> Response {
-    answer(state, body, Endpoint::Validate).await
+async fn mutate(state: State<Arc<AppState>>, req: axum::extract::Request) -> Response {
+    answer(state, read_body(req).await, Endpoint::Mutate).await
+}
+
+async fn validate(state: State<Arc<AppState>>, req: axum::extract::Request) -> Response {
+    answer(state, read_body(req).await, Endpoint::Validate).await
 }
 
 #[derive(Clone, Copy)]
@@ -111,17 +133,16 @@ enum Endpoint {
 
 async fn answer(
     State(state): State<Arc<AppState>>,
-    body: Result<Bytes, BytesRejection>,
+    body: Result<Bytes, ApiError>,
     endpoint: Endpoint,
 ) -> Response {
     let started = Instant::now();
     let body = match body {
         Ok(b) => b,
-        Err(rejection) => {
+        Err(refused) => {
             state.metrics.bad_requests.inc();
-            let status = rejection.status();
-            tracing::warn!(status = status.as_u16(), error = %rejection.body_text(), "request body refused");
-            return ApiError::new(status, rejection.body_text()).into_response();
+            tracing::warn!(status = refused.status.as_u16(), error = %refused.message, "request body refused");
+            return refused.into_response();
         }
     };
     let outcome = match endpoint {
@@ -180,15 +201,9 @@ async fn answer(
 
 /// The answer's JSON. kube-core serialises `response.patch` (a `Vec<u8>`) as an array of
 /// numbers; the API defines it as Go `[]byte`, whose JSON form is a base64 string (SPEC 3).
+/// Written in one pass (`wire`), not through a `serde_json::Value`.
 fn encode_review(
     review: &kube::core::admission::AdmissionReview<kube::core::DynamicObject>,
 ) -> serde_json::Result<Vec<u8>> {
-    use base64::Engine;
-    let mut value = serde_json::to_value(review)?;
-    if let Some(patch) = review.response.as_ref().and_then(|r| r.patch.as_ref()) {
-        value["response"]["patch"] = base64::engine::general_purpose::STANDARD
-            .encode(patch)
-            .into();
-    }
-    serde_json::to_vec(&value)
+    wire::encode(review)
 }

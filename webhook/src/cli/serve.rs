@@ -10,6 +10,8 @@ use anyhow::Context;
 use clap::{Args, ValueEnum};
 use kube::Client;
 
+mod certificates;
+
 use super::{MutationArgs, NativeSidecar};
 use crate::admission::Admitter;
 use crate::api::{self, AppState, tls};
@@ -30,22 +32,6 @@ pub struct ServeArgs {
     #[arg(long, env = "WI_LISTEN", default_value = "0.0.0.0:9443")]
     pub listen: SocketAddr,
 
-    /// Serving certificate (PEM, chain allowed).
-    #[arg(
-        long,
-        env = "WI_TLS_CERT_FILE",
-        default_value = "/etc/wi-webhook/tls/tls.crt"
-    )]
-    pub tls_cert_file: PathBuf,
-
-    /// Private key of the serving certificate (PEM).
-    #[arg(
-        long,
-        env = "WI_TLS_KEY_FILE",
-        default_value = "/etc/wi-webhook/tls/tls.key"
-    )]
-    pub tls_key_file: PathBuf,
-
     /// Lowest TLS version accepted.
     #[arg(long, env = "WI_TLS_MIN_VERSION", value_enum, default_value = "1.3")]
     pub tls_min_version: TlsVersion,
@@ -62,6 +48,23 @@ pub struct ServeArgs {
     #[arg(long, env = "WI_SA_LOOKUP_TIMEOUT_MS", default_value_t = 2000)]
     pub sa_lookup_timeout_ms: u64,
 
+    /// Admission requests decided at once; more wait up to --queue-timeout-ms for a slot,
+    /// then get 503 (docs/reliability.md).
+    #[arg(long, env = "WI_MAX_IN_FLIGHT", default_value_t = api::limit::DEFAULT_MAX_IN_FLIGHT)]
+    pub max_in_flight: usize,
+
+    /// How long a request beyond --max-in-flight waits for a slot, in milliseconds.
+    #[arg(long, env = "WI_QUEUE_TIMEOUT_MS", default_value_t = api::limit::DEFAULT_QUEUE_TIMEOUT.as_millis() as u64)]
+    pub queue_timeout_ms: u64,
+
+    /// Open TLS connections at most; at the bound, new ones wait in the listen backlog.
+    #[arg(long, env = "WI_MAX_CONNECTIONS", default_value_t = tls::DEFAULT_MAX_CONNECTIONS)]
+    pub max_connections: usize,
+
+    /// A connection with no request for this long is closed, in seconds.
+    #[arg(long, env = "WI_IDLE_TIMEOUT_SECONDS", default_value_t = tls::DEFAULT_IDLE_TIMEOUT.as_secs())]
+    pub idle_timeout_seconds: u64,
+
     /// After SIGTERM, how long in-flight requests may take before connections are closed,
     /// in seconds. Keep it below the pod's terminationGracePeriodSeconds.
     #[arg(long, env = "WI_DRAIN_SECONDS", default_value_t = 20)]
@@ -73,15 +76,16 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub mutation: MutationArgs,
+
+    #[command(flatten)]
+    pub certs: certificates::CertArgs,
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // Refuse a bad configuration before touching the network.
     args.mutation.config(true)?;
-    let pair = wi_certs::load_pair(&args.tls_cert_file, &args.tls_key_file)
-        .context("cannot serve with this certificate")?;
-    let certs = tls::CertSlot::new(pair.certified_key);
-    let tls_config = tls::server_config(certs, args.tls_min_version == TlsVersion::V1_2)?;
+    // File mode: an unreadable, mismatched or expired pair is refused here.
+    let certs = args.certs.prepare()?;
 
     let client = client(args.kubeconfig.as_deref()).await?;
     let native = match args.mutation.native_sidecar {
@@ -107,6 +111,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         },
         events,
     );
+    // Self-managed mode: the Secret and the caBundle are in place once this returns.
+    let certs = certs.start(&client, &state).await?;
+    let tls_config = tls::server_config(certs, args.tls_min_version == TlsVersion::V1_2)?;
     {
         let state = state.clone();
         tokio::spawn(async move {
@@ -140,7 +147,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     tracing::info!(listen = %args.listen, metrics = %args.metrics_listen, "serving");
-    let app = api::router(state.clone(), args.body_limit);
+    let app = api::limit::bounded(
+        api::router(state.clone(), args.body_limit),
+        api::limit::Limiter::new(
+            args.max_in_flight,
+            Duration::from_millis(args.queue_timeout_ms),
+        ),
+    );
     let shutdown = async move {
         shutdown_signal().await;
         tracing::info!("shutdown requested");
@@ -148,12 +161,16 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         state.ready.store(false, Ordering::Release);
         let _ = stop_tx.send(true);
     };
-    tls::serve(
+    tls::serve_with(
         listener,
         Arc::new(tls_config),
         app,
         shutdown,
         Duration::from_secs(args.drain_seconds),
+        tls::Limits {
+            max_connections: args.max_connections,
+            idle_timeout: Duration::from_secs(args.idle_timeout_seconds),
+        },
     )
     .await;
     let _ = metrics_task.await;

@@ -11,6 +11,9 @@ pub mod index;
 pub mod rules;
 pub mod watch;
 
+#[cfg(test)]
+mod tests;
+
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 

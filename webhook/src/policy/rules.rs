@@ -122,8 +122,8 @@ pub fn evaluate(index: &PoolIndex, s: &Subject<'_>) -> Evaluation {
     let mut out = BTreeSet::new();
 
     // The pod's claims: namespace, pool label, AZP_POOL literals.
-    let mut claims: Vec<(String, String)> = index
-        .in_namespace(s.namespace)
+    let namespace_pools = index.in_namespace(s.namespace);
+    let mut claims: Vec<(String, String)> = namespace_pools
         .iter()
         .map(|p| (p.name.clone(), format!("namespace {}", s.namespace)))
         .collect();
@@ -140,14 +140,19 @@ pub fn evaluate(index: &PoolIndex, s: &Subject<'_>) -> Evaluation {
             ));
         }
     }
+    // Claims the pod makes itself (label, AZP_POOL), after the namespace's.
+    let pod_claims = &claims[namespace_pools.len()..];
     let named: BTreeSet<&str> = claims.iter().map(|(p, _)| p.as_str()).collect();
     let claimed: Vec<&Arc<Pool>> = named.iter().filter_map(|n| index.get(n)).collect();
-    if named.len() > 1 && !claimed.is_empty() {
-        let list = claims
-            .iter()
-            .map(|(p, why)| format!("{p} ({why})"))
-            .collect::<Vec<_>>()
-            .join(", ");
+    let list = claims
+        .iter()
+        .map(|(p, why)| format!("{p} ({why})"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    // A namespace listed by two pools is a conflict of the AgentPools (reported below), not a
+    // disagreement the pod could fix.
+    let disagree = named.len() > 1 && !claimed.is_empty() && !pod_claims.is_empty();
+    if disagree {
         for p in &claimed {
             out.insert(violation(p, rule::CLAIMS_DISAGREE, format!(
                 "pod {who} claims several pools: {list}; make the namespace, the label {POOL_LABEL} and {AZP_POOL} name one pool (pool {}, team {})",
@@ -155,15 +160,40 @@ pub fn evaluate(index: &PoolIndex, s: &Subject<'_>) -> Evaluation {
             )));
         }
     }
+    // A label or AZP_POOL naming pool P outside P's namespaces disagrees with the namespace
+    // too (which names no pool): such a pod is not P's agent and must not get P's identity.
+    let outside = (named.len() == 1)
+        .then(|| claimed.first())
+        .flatten()
+        .filter(|p| !p.namespaces.iter().any(|n| n == s.namespace));
+    if let Some(p) = outside {
+        let why = pod_claims
+            .iter()
+            .map(|(_, why)| why.as_str())
+            .collect::<Vec<_>>()
+            .join(", ");
+        out.insert(violation(p, rule::CLAIMS_DISAGREE, format!(
+            "pod {who} claims pool {} ({why}) but runs in namespace {}, which is not one of the pool's ({}); run it in one of them or remove the claim (team {})",
+            p.name, s.namespace, p.namespaces.join(", "), p.team
+        )));
+    }
     for p in &claimed {
         for c in index.conflicts_of(p) {
+            let fix = if c.field == "namespace" {
+                format!(
+                    "remove namespace {} from one of the two AgentPools",
+                    c.value
+                )
+            } else {
+                "give one of the two AgentPools another managed identity".to_string()
+            };
             out.insert(violation(p, rule::CONFLICT, format!(
-                "pod {who} belongs to pool {} (team {}), which shares {} {} with pool {}; pods of conflicting pools are denied until the AgentPools are fixed",
+                "pod {who} belongs to pool {} (team {}), which shares {} {} with pool {}; pods of conflicting pools are denied until the AgentPools are fixed: {fix}",
                 p.name, p.team, c.field, c.value, c.pool
             )));
         }
     }
-    let pool = (named.len() == 1)
+    let pool = (named.len() == 1 && outside.is_none())
         .then(|| claimed.first().map(|p| (*p).clone()))
         .flatten();
 
@@ -246,19 +276,42 @@ pub fn evaluate(index: &PoolIndex, s: &Subject<'_>) -> Evaluation {
         }
     }
 
-    // One identity, one pool: nobody else may use a pool's identity.
-    for (client, how) in &used {
+    // One identity, one pool: nobody else may use a pool's identity. One violation per
+    // identity, naming every way the pod takes it (a mutated pod has the ServiceAccount's
+    // client id as a literal env var too).
+    let mut ways: Vec<(String, Vec<String>)> = Vec::new();
+    for (client, how) in used {
+        match ways
+            .iter_mut()
+            .find(|(c, _)| client_key(c) == client_key(client))
+        {
+            Some((_, hows)) => hows.push(how),
+            None => ways.push((client.to_string(), vec![how])),
+        }
+    }
+    for (client, hows) in &ways {
+        let how = hows.join(" and ");
         for owner in index.owning(client) {
             if pool.as_ref().is_some_and(|p| p.name == owner.name) {
                 continue;
             }
+            let claims_disagree = pool.is_none() && (disagree || outside.is_some());
             let member = match &pool {
                 Some(p) => format!("of pool {}", p.name),
+                None if claims_disagree => "of no pool: its pool claims disagree".to_string(),
                 None => "of no pool".to_string(),
             };
+            let fix = if claims_disagree {
+                "make the pod's pool claims agree".to_string()
+            } else {
+                format!(
+                    "remove it, or run the pod in the pool's namespaces ({})",
+                    owner.namespaces.join(", ")
+                )
+            };
             out.insert(violation(owner, rule::ANOTHER_POOLS_IDENTITY, format!(
-                "pod {who} ({member}) would get identity {client} of pool {} (team {}) through {how}; only the pool's own agents may use it: remove it, or run the pod in the pool's namespaces ({})",
-                owner.name, owner.team, owner.namespaces.join(", ")
+                "pod {who} ({member}) would get identity {client} of pool {} (team {}) through {how}; only the pool's own agents may use it: {fix}",
+                owner.name, owner.team
             )));
         }
     }

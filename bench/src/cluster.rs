@@ -1,0 +1,716 @@
+//! `wi-load cluster`: the real `wi-webhook serve` (release build) against the control plane
+//! of `tests/cluster/run.sh` (its own state directory, started without the test webhook):
+//!
+//! 1. resident memory idle, with 10,000 ServiceAccounts and 1,000 AgentPools in the caches
+//!    (as the watch grew them, and after a restart that lists them all), and under load;
+//! 2. pod-creation latency through the API server, alternating creates in a namespace the
+//!    webhook configurations select and in one they skip (`wi-webhook.dev/ignore: "true"`).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use base64::Engine;
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{Api, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use wi_webhook::policy::crd::{AgentPool, AgentPoolSpec};
+
+use crate::fixtures;
+use crate::load::{self, Proto, Target};
+use crate::procfs;
+use crate::stats::Summary;
+
+#[derive(clap::Args, Debug)]
+pub struct ClusterArgs {
+    /// State directory of `tests/cluster/run.sh` (kubeconfig, cluster.env).
+    #[arg(long, env = "WI_CLUSTER_DIR", default_value = "/tmp/wi-bench")]
+    pub state: PathBuf,
+    /// The webhook binary to measure.
+    #[arg(long, default_value = "target/release/wi-webhook")]
+    pub webhook_bin: PathBuf,
+    #[arg(long, default_value = "bench/results/cluster.json")]
+    pub out: PathBuf,
+    /// ServiceAccounts to create (annotated with a client id), spread over namespaces.
+    #[arg(long, default_value_t = 10_000)]
+    pub service_accounts: usize,
+    /// Namespaces holding those ServiceAccounts.
+    #[arg(long, default_value_t = 100)]
+    pub sa_namespaces: usize,
+    /// AgentPools to create besides the seed's.
+    #[arg(long, default_value_t = 1_000)]
+    pub pools: usize,
+    /// Pods to create on each side (with and without the webhook).
+    #[arg(long, default_value_t = 600)]
+    pub pods: usize,
+    /// Unmeasured creates on each side first.
+    #[arg(long, default_value_t = 25)]
+    pub warmup_pods: usize,
+    /// Concurrent creates while filling the cluster.
+    #[arg(long, default_value_t = 16)]
+    pub concurrency: usize,
+    /// Memory under load: an open loop at this rate over HTTP/2 ...
+    #[arg(long, default_value_t = 2_000)]
+    pub load_rate: u64,
+    /// ... for this long, then a closed loop over 16 HTTP/1.1 connections as long.
+    #[arg(long, default_value_t = 10.0)]
+    pub load_seconds: f64,
+}
+
+const IGNORED_NAMESPACE: &str = "bench-ignored";
+
+/// A `wi-webhook serve` process; stopped on drop.
+struct Webhook {
+    child: Child,
+    port: u16,
+    metrics_port: u16,
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+impl Webhook {
+    fn start(bin: &Path, state: &Path, pki: &Path, log: &Path) -> anyhow::Result<Webhook> {
+        let (port, metrics_port) = (free_port()?, free_port()?);
+        let log = std::fs::File::create(log)?;
+        let child = Command::new(bin)
+            .arg("serve")
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--metrics-listen", &format!("127.0.0.1:{metrics_port}")])
+            .arg("--tls-cert-file")
+            .arg(pki.join(wi_certs::TLS_CERT_FILE))
+            .arg("--tls-key-file")
+            .arg(pki.join(wi_certs::TLS_KEY_FILE))
+            .args(["--tenant-id", fixtures::TENANT, "--drain-seconds", "1"])
+            .arg("--kubeconfig")
+            .arg(state.join("kubeconfig"))
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        Ok(Webhook {
+            child,
+            port,
+            metrics_port,
+        })
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    async fn get(&self, path: &str) -> anyhow::Result<(u16, String)> {
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", self.metrics_port)).await?;
+        let request = format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
+        stream.write_all(request.as_bytes()).await?;
+        let mut response = String::new();
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            stream.read_to_string(&mut response),
+        )
+        .await
+        .context("no answer within 10 s")??;
+        let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+        let status = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        Ok((status, body.to_string()))
+    }
+
+    async fn wait_ready(&mut self, within: Duration) -> anyhow::Result<Duration> {
+        let started = Instant::now();
+        loop {
+            if let Ok((200, _)) = self.get("/readyz").await {
+                return Ok(started.elapsed());
+            }
+            if let Some(status) = self.child.try_wait()? {
+                bail!("the webhook exited ({status})");
+            }
+            if started.elapsed() > within {
+                bail!("the webhook was not ready within {within:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// A gauge of `/metrics`.
+    async fn gauge(&self, name: &str) -> anyhow::Result<f64> {
+        let (_, body) = self.get("/metrics").await?;
+        body.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+            .with_context(|| format!("no {name} in /metrics"))
+    }
+
+    fn stop(&mut self) {
+        // SAFETY: signalling our own child by its pid.
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        for _ in 0..100 {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Webhook {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn cluster_env(state: &Path) -> anyhow::Result<BTreeMap<String, String>> {
+    let text = std::fs::read_to_string(state.join("cluster.env")).with_context(|| {
+        format!(
+            "no control plane in {}: start it with bench/run.sh",
+            state.display()
+        )
+    })?;
+    Ok(text
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect())
+}
+
+async fn client(state: &Path) -> anyhow::Result<kube::Client> {
+    let raw = Kubeconfig::read_from(state.join("kubeconfig"))?;
+    let config = kube::Config::from_custom_kubeconfig(raw, &KubeConfigOptions::default()).await?;
+    Ok(kube::Client::try_from(config)?)
+}
+
+fn kubectl(
+    path: &str,
+    state: &Path,
+    args: &[&str],
+    stdin: Option<&[u8]>,
+) -> anyhow::Result<String> {
+    let mut child = Command::new(path)
+        .arg("--kubeconfig")
+        .arg(state.join("kubeconfig"))
+        .args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("running {path}"))?;
+    if let Some(input) = stdin {
+        use std::io::Write;
+        child.stdin.take().context("stdin")?.write_all(input)?;
+    }
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        bail!(
+            "kubectl {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn namespace(name: &str, labels: &[(&str, &str)]) -> Namespace {
+    Namespace {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            labels: Some(
+                labels
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            ),
+            ..ObjectMeta::default()
+        },
+        ..Namespace::default()
+    }
+}
+
+fn service_account(ns: &str, name: &str, client_id: &str, tenant: Option<&str>) -> ServiceAccount {
+    let mut annotations = BTreeMap::from([(
+        "azure.workload.identity/client-id".to_string(),
+        client_id.to_string(),
+    )]);
+    if let Some(t) = tenant {
+        annotations.insert("azure.workload.identity/tenant-id".into(), t.into());
+    }
+    ServiceAccount {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some(ns.into()),
+            annotations: Some(annotations),
+            ..ObjectMeta::default()
+        },
+        ..ServiceAccount::default()
+    }
+}
+
+/// Creates, tolerating "already exists" (a re-run on the same control plane).
+async fn create<K>(api: &Api<K>, object: &K) -> anyhow::Result<()>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
+{
+    match api.create(&PostParams::default(), object).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The seed's agent pod, as its ReplicaSet would post it, in `ns`.
+fn agent_pod(ns: &str) -> anyhow::Result<Pod> {
+    let mut pod = fixtures::seed_pod();
+    let meta = pod["metadata"].as_object_mut().context("metadata")?;
+    for key in ["managedFields", "ownerReferences", "creationTimestamp"] {
+        meta.remove(key);
+    }
+    meta.insert("namespace".into(), json!(ns));
+    meta.insert("generateName".into(), json!("bench-agent-"));
+    pod.as_object_mut().context("pod")?.remove("status");
+    Ok(serde_json::from_value(pod)?)
+}
+
+fn injected(pod: &Pod) -> bool {
+    pod.spec.as_ref().is_some_and(|s| {
+        s.containers
+            .iter()
+            .any(|c| c.env.iter().flatten().any(|e| e.name == "AZURE_CLIENT_ID"))
+    })
+}
+
+/// Samples a process's resident memory until stopped; returns the largest sample.
+struct Sampler {
+    stop: Arc<AtomicBool>,
+    max: Arc<AtomicU64>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Sampler {
+    fn start(pid: u32) -> Sampler {
+        let stop = Arc::new(AtomicBool::new(false));
+        let max = Arc::new(AtomicU64::new(0));
+        let thread = {
+            let (stop, max) = (stop.clone(), max.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    max.fetch_max(procfs::memory(pid).rss_kib, Ordering::Relaxed);
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            })
+        };
+        Sampler { stop, max, thread }
+    }
+
+    fn finish(self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = self.thread.join();
+        self.max.load(Ordering::Relaxed)
+    }
+}
+
+fn log(msg: impl AsRef<str>) {
+    eprintln!("[cluster] {}", msg.as_ref());
+}
+
+pub async fn run(args: ClusterArgs) -> anyhow::Result<()> {
+    let machine = procfs::machine();
+    let env = cluster_env(&args.state)?;
+    let kubectl_path = env
+        .get("KUBECTL")
+        .cloned()
+        .unwrap_or_else(|| "kubectl".into());
+    let client = client(&args.state).await?;
+    let version = client.apiserver_version().await?;
+    log(format!("API server {}", version.git_version));
+
+    log("installing the AgentPool CRD");
+    kubectl(
+        &kubectl_path,
+        &args.state,
+        &["apply", "-f", "manifests/base/crd-agentpools.yaml"],
+        None,
+    )?;
+    kubectl(
+        &kubectl_path,
+        &args.state,
+        &[
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            "crd/agentpools.wi-webhook.dev",
+        ],
+        None,
+    )?;
+
+    // The seed's namespace, ServiceAccount and pool; the skipped namespace with the same
+    // ServiceAccount.
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    create(&namespaces, &namespace(fixtures::NAMESPACE, &[])).await?;
+    create(
+        &namespaces,
+        &namespace(IGNORED_NAMESPACE, &[("wi-webhook.dev/ignore", "true")]),
+    )
+    .await?;
+    for ns in [fixtures::NAMESPACE, IGNORED_NAMESPACE] {
+        let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), ns);
+        create(
+            &sas,
+            &service_account(
+                ns,
+                fixtures::SERVICE_ACCOUNT,
+                fixtures::CLIENT_ID,
+                Some(fixtures::TENANT),
+            ),
+        )
+        .await?;
+    }
+    let pools_api: Api<AgentPool> = Api::all(client.clone());
+    let all_pools = fixtures::pools(args.pools);
+    let (seed_name, seed_spec) = &all_pools[0];
+    create(
+        &pools_api,
+        &AgentPool::new(
+            seed_name,
+            serde_json::from_value::<AgentPoolSpec>(seed_spec.clone())?,
+        ),
+    )
+    .await?;
+
+    let pki = args.state.join("bench-webhook-pki");
+    let ca_pem = crate::server::certificates(&pki)?;
+
+    // 1. Idle.
+    log("starting the webhook (idle cluster)");
+    let mut webhook = Webhook::start(
+        &args.webhook_bin,
+        &args.state,
+        &pki,
+        &args.state.join("bench-webhook-1.log"),
+    )?;
+    let ready_idle = webhook.wait_ready(Duration::from_secs(120)).await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let idle = procfs::memory(webhook.pid());
+    let idle_sas = webhook.gauge("wi_webhook_serviceaccounts_cached").await?;
+    log(format!(
+        "idle: {} KiB resident ({idle_sas} ServiceAccounts cached)",
+        idle.rss_kib
+    ));
+
+    // 2. Fill the caches.
+    log(format!(
+        "creating {} ServiceAccounts in {} namespaces and {} AgentPools",
+        args.service_accounts, args.sa_namespaces, args.pools
+    ));
+    let fill_started = Instant::now();
+    let per_ns = args.service_accounts.div_ceil(args.sa_namespaces.max(1));
+    futures::stream::iter(0..args.sa_namespaces)
+        .map(|i| {
+            let api = namespaces.clone();
+            async move { create(&api, &namespace(&format!("bench-sa-{i:03}"), &[])).await }
+        })
+        .buffer_unordered(args.concurrency)
+        .try_collect::<Vec<_>>()
+        .await?;
+    futures::stream::iter(0..args.service_accounts)
+        .map(|i| {
+            let ns = format!("bench-sa-{:03}", i / per_ns);
+            let api: Api<ServiceAccount> = Api::namespaced(client.clone(), &ns);
+            async move {
+                let sa = service_account(
+                    &ns,
+                    &format!("agent-{i:05}"),
+                    &fixtures::client_id(100_000 + i),
+                    None,
+                );
+                create(&api, &sa).await
+            }
+        })
+        .buffer_unordered(args.concurrency)
+        .try_collect::<Vec<_>>()
+        .await?;
+    futures::stream::iter(all_pools.iter().skip(1))
+        .map(|(name, spec)| {
+            let api = pools_api.clone();
+            async move {
+                let spec: AgentPoolSpec = serde_json::from_value(spec.clone())?;
+                create(&api, &AgentPool::new(name, spec)).await
+            }
+        })
+        .buffer_unordered(args.concurrency)
+        .try_collect::<Vec<_>>()
+        .await?;
+    let fill_seconds = fill_started.elapsed().as_secs_f64();
+    log(format!(
+        "created in {fill_seconds:.1} s; waiting for the webhook's caches"
+    ));
+    let want_sas = (args.service_accounts + 1) as f64;
+    let want_pools = (args.pools + 1) as f64;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let (cached_sas, cached_pools) = loop {
+        let sas = webhook.gauge("wi_webhook_serviceaccounts_cached").await?;
+        let pools = webhook.gauge("wi_webhook_agentpools").await?;
+        if sas >= want_sas && pools >= want_pools {
+            break (sas, pools);
+        }
+        if Instant::now() > deadline {
+            bail!("caches at {sas} ServiceAccounts and {pools} AgentPools after 300 s");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let grown = procfs::memory(webhook.pid());
+    log(format!(
+        "filled by the watch: {} KiB resident ({cached_sas} ServiceAccounts, {cached_pools} AgentPools)",
+        grown.rss_kib
+    ));
+
+    // 3. A restart lists everything at once.
+    webhook.stop();
+    drop(webhook);
+    log("restarting the webhook on the filled cluster");
+    let mut webhook = Webhook::start(
+        &args.webhook_bin,
+        &args.state,
+        &pki,
+        &args.state.join("bench-webhook-2.log"),
+    )?;
+    let ready_filled = webhook.wait_ready(Duration::from_secs(300)).await?;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let fresh = procfs::memory(webhook.pid());
+    let fresh_sas = webhook.gauge("wi_webhook_serviceaccounts_cached").await?;
+    let fresh_pools = webhook.gauge("wi_webhook_agentpools").await?;
+    log(format!(
+        "filled at start: {} KiB resident, peak {} KiB ({fresh_sas} ServiceAccounts, {fresh_pools} AgentPools), ready in {:.1} s",
+        fresh.rss_kib,
+        fresh.hwm_kib,
+        ready_filled.as_secs_f64()
+    ));
+
+    // 4. Under load, straight at the webhook.
+    let addr = format!("127.0.0.1:{}", webhook.port).parse()?;
+    let body = Bytes::from(fixtures::review(
+        &fixtures::seed_pod(),
+        "0c9a8d74-9cb7-44dd-b98e-09fd62def2f4",
+    ));
+    let sampler = Sampler::start(webhook.pid());
+    let mut load_runs = Vec::new();
+    let load_time = Duration::from_secs_f64(args.load_seconds);
+    for (proto, n) in [(Proto::H2, 1), (Proto::H1, 16)] {
+        let target = Target {
+            addr,
+            tls: Arc::new(load::client_config(&ca_pem, proto)?),
+            path: "/mutate".into(),
+            body: body.clone(),
+        };
+        let conns = load::open(&target, proto, n).await?;
+        let answer = load::send(&conns[0], &target, proto).await?;
+        anyhow::ensure!(
+            String::from_utf8_lossy(&answer).contains("\"patch\""),
+            "the webhook did not mutate the seed's pod: {}",
+            String::from_utf8_lossy(&answer)
+        );
+        let (s0, t0) = (procfs::cpu_nanos(webhook.pid()), Instant::now());
+        let run = match proto {
+            Proto::H2 => load::open_loop(&target, proto, &conns, args.load_rate, load_time).await,
+            Proto::H1 => load::closed_loop(&target, proto, &conns, 1, load_time).await,
+        };
+        let cpu =
+            procfs::cpu_nanos(webhook.pid()).saturating_sub(s0) as f64 / 1e3 / run.ok.max(1) as f64;
+        log(format!(
+            "load {} {}: {:.0}/s, p50 {:.0} us, p99 {:.0} us, {cpu:.1} CPU-us/request ({:.1} s)",
+            proto.label(),
+            run.mode,
+            run.throughput,
+            run.latency.p50_us,
+            run.latency.p99_us,
+            t0.elapsed().as_secs_f64()
+        ));
+        load_runs.push(json!({"run": run, "server_cpu_us_per_request": cpu}));
+    }
+    let under_load_max = sampler.finish();
+    let after_load = procfs::memory(webhook.pid());
+    log(format!(
+        "under load: at most {under_load_max} KiB resident (peak since start {} KiB)",
+        after_load.hwm_kib
+    ));
+
+    // 5. Pod creation through the API server, with and without the webhook.
+    log("registering the webhook configurations");
+    let ca_bundle = base64::engine::general_purpose::STANDARD.encode(&ca_pem);
+    let config = Command::new(&args.webhook_bin)
+        .args([
+            "webhook-config",
+            "--url",
+            &format!("https://127.0.0.1:{}", webhook.port),
+        ])
+        .args(["--ca-bundle", &ca_bundle])
+        .output()?;
+    anyhow::ensure!(config.status.success(), "webhook-config failed");
+    kubectl(
+        &kubectl_path,
+        &args.state,
+        &["apply", "-f", "-"],
+        Some(&config.stdout),
+    )?;
+    let with_api: Api<Pod> = Api::namespaced(client.clone(), fixtures::NAMESPACE);
+    let without_api: Api<Pod> = Api::namespaced(client.clone(), IGNORED_NAMESPACE);
+    let with_pod = agent_pod(fixtures::NAMESPACE)?;
+    let without_pod = agent_pod(IGNORED_NAMESPACE)?;
+    // The API server picks the configurations up within a moment.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let dry = PostParams {
+            dry_run: true,
+            ..PostParams::default()
+        };
+        if with_api
+            .create(&dry, &with_pod)
+            .await
+            .is_ok_and(|p| injected(&p))
+        {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "pods in {} are still not mutated after 60 s",
+                fixtures::NAMESPACE
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let created = without_api
+        .create(&PostParams::default(), &without_pod)
+        .await?;
+    anyhow::ensure!(
+        !injected(&created),
+        "the webhook mutated a pod of the skipped namespace"
+    );
+
+    log(format!(
+        "creating {} + {} pods, alternating",
+        args.pods, args.pods
+    ));
+    let admissions_before = procfs::cpu_nanos(webhook.pid());
+    let mut with = Vec::with_capacity(args.pods);
+    let mut without = Vec::with_capacity(args.pods);
+    let pp = PostParams::default();
+    for i in 0..(args.warmup_pods + args.pods) {
+        let measured = i >= args.warmup_pods;
+        // Alternate which side goes first, so neither always follows the other.
+        let order: [bool; 2] = if i % 2 == 0 {
+            [true, false]
+        } else {
+            [false, true]
+        };
+        for webhook_side in order {
+            let (api, pod) = if webhook_side {
+                (&with_api, &with_pod)
+            } else {
+                (&without_api, &without_pod)
+            };
+            let t0 = Instant::now();
+            let created = api.create(&pp, pod).await?;
+            let took = t0.elapsed().as_nanos() as u64;
+            if webhook_side {
+                anyhow::ensure!(injected(&created), "a pod was created without its identity");
+            }
+            if measured {
+                if webhook_side {
+                    with.push(took);
+                } else {
+                    without.push(took);
+                }
+            }
+        }
+    }
+    let webhook_cpu_per_create = procfs::cpu_nanos(webhook.pid()).saturating_sub(admissions_before)
+        as f64
+        / 1e3
+        / (args.pods + args.warmup_pods) as f64;
+    let with = Summary::of(&mut with);
+    let without = Summary::of(&mut without);
+    let added_p50_ms = (with.p50_us - without.p50_us) / 1e3;
+    let added_p99_ms = (with.p99_us - without.p99_us) / 1e3;
+    log(format!(
+        "pod create p50 {:.2} ms with the webhook, {:.2} ms without: +{added_p50_ms:.2} ms (p99 +{added_p99_ms:.2} ms)",
+        with.p50_us / 1e3,
+        without.p50_us / 1e3
+    ));
+
+    // Leave the control plane usable: no configuration pointing at a stopped webhook.
+    let _ = kubectl(
+        &kubectl_path,
+        &args.state,
+        &[
+            "delete",
+            "mutatingwebhookconfiguration,validatingwebhookconfiguration",
+            "wi-webhook",
+            "--ignore-not-found",
+        ],
+        None,
+    );
+    let final_memory = procfs::memory(webhook.pid());
+    webhook.stop();
+
+    let result = json!({
+        "machine": machine,
+        "apiserver": version.git_version,
+        "objects": {
+            "service_accounts": args.service_accounts,
+            "sa_namespaces": args.sa_namespaces,
+            "agent_pools": args.pools + 1,
+            "created_in_seconds": fill_seconds,
+            "cached_service_accounts": fresh_sas,
+            "cached_agent_pools": fresh_pools,
+            "idle_cached_service_accounts": idle_sas,
+        },
+        "memory_kib": {
+            "idle": idle.rss_kib,
+            "filled_by_watch": grown.rss_kib,
+            "filled_at_start": fresh.rss_kib,
+            "peak_filling_at_start": fresh.hwm_kib,
+            "under_load_max": under_load_max,
+            "peak_since_start": after_load.hwm_kib,
+            "after_pod_creates": final_memory.rss_kib,
+        },
+        "ready_seconds": {"idle": ready_idle.as_secs_f64(), "filled": ready_filled.as_secs_f64()},
+        "load": load_runs,
+        "pod_create": {
+            "pods_each": args.pods,
+            "with_webhook": with,
+            "without_webhook": without,
+            "added_p50_ms": added_p50_ms,
+            "added_p99_ms": added_p99_ms,
+            "webhook_cpu_us_per_create": webhook_cpu_per_create,
+        },
+    });
+    if let Some(parent) = args.out.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::write(&args.out, serde_json::to_vec_pretty(&result)?)?;
+    log(format!("wrote {}", args.out.display()));
+    Ok(())
+}

@@ -1,0 +1,94 @@
+//! Bounded concurrency of the admission router: at most `max_in_flight` requests are decided
+//! at once; a request beyond that waits up to `queue_timeout` for a slot, then gets
+//! `503 Service Unavailable` (JSON, `Retry-After: 1`) instead of queueing without bound.
+//!
+//! The wait happens before the body is read, so waiting requests hold only their headers:
+//! memory is bounded by `max_in_flight` bodies plus the connection bound of `api::tls`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use http::{HeaderValue, StatusCode, header};
+use tokio::sync::Semaphore;
+
+use super::error::ApiError;
+
+/// Default of `serve --max-in-flight`.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 256;
+/// Default of `serve --queue-timeout-ms`.
+pub const DEFAULT_QUEUE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The slots, shared by every request of one router.
+#[derive(Debug)]
+pub struct Limiter {
+    slots: Semaphore,
+    max: usize,
+    queue_timeout: Duration,
+    shed: AtomicU64,
+}
+
+impl Limiter {
+    pub fn new(max_in_flight: usize, queue_timeout: Duration) -> Arc<Self> {
+        let max = max_in_flight.clamp(1, Semaphore::MAX_PERMITS);
+        Arc::new(Limiter {
+            slots: Semaphore::new(max),
+            max,
+            queue_timeout,
+            shed: AtomicU64::new(0),
+        })
+    }
+
+    /// Requests decided right now.
+    pub fn in_flight(&self) -> usize {
+        self.max - self.slots.available_permits()
+    }
+
+    /// Requests answered 503 so far because every slot stayed busy.
+    pub fn shed(&self) -> u64 {
+        self.shed.load(Ordering::Relaxed)
+    }
+}
+
+/// `router` with its requests bounded by `limiter`.
+pub fn bounded(router: Router, limiter: Arc<Limiter>) -> Router {
+    router.layer(axum::middleware::from_fn_with_state(limiter, limit))
+}
+
+async fn limit(State(limiter): State<Arc<Limiter>>, req: Request, next: Next) -> Response {
+    let slot = match limiter.slots.try_acquire() {
+        Ok(slot) => Some(slot),
+        Err(_) => tokio::time::timeout(limiter.queue_timeout, limiter.slots.acquire())
+            .await
+            .ok()
+            .and_then(Result::ok),
+    };
+    let Some(_slot) = slot else {
+        let shed = limiter.shed.fetch_add(1, Ordering::Relaxed) + 1;
+        // One line per 100 refusals: a flood must not become a flood of logs.
+        if shed % 100 == 1 {
+            tracing::warn!(
+                max_in_flight = limiter.max,
+                shed,
+                "overloaded: request refused with 503"
+            );
+        }
+        let mut response = ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "overloaded: {} admission requests in flight; retry",
+                limiter.max
+            ),
+        )
+        .into_response();
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        return response;
+    };
+    next.run(req).await
+}

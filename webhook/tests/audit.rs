@@ -1,0 +1,156 @@
+//! Golden tests of `wi-webhook audit` over manifests: each folder of tests/audit/ holds an
+//! `input.yaml` and the expected output in every format (`expected.table`, `expected.json`,
+//! `expected-policyreport.yaml`) and exit code (`expected-code`). `WI_BLESS=1` rewrites the
+//! expected files; read what it wrote before committing it.
+//!
+//! Also through the binary: input on stdin (`-f -`, as `kustomize build | wi-webhook audit`)
+//! and unreadable input (exit 2, file and line named).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use clap::Parser;
+use wi_webhook::cli::audit::{AuditArgs, audit_files};
+
+#[derive(Parser)]
+struct Cli {
+    #[command(flatten)]
+    args: AuditArgs,
+}
+
+fn cases() -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/audit");
+    let mut cases: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir())
+        .collect();
+    cases.sort();
+    assert!(cases.len() >= 2, "no audit cases in {}", dir.display());
+    cases
+}
+
+fn check(path: &Path, actual: &str) {
+    if std::env::var_os("WI_BLESS").is_some() {
+        std::fs::write(path, actual).unwrap();
+        return;
+    }
+    let expected = std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{}: {e} (WI_BLESS=1 writes it)", path.display()));
+    assert!(
+        expected == actual,
+        "{} differs:\n--- expected\n{expected}\n--- actual\n{actual}",
+        path.display()
+    );
+}
+
+#[test]
+fn audit_outputs_match_the_golden_files() {
+    for case in cases() {
+        let input = case.join("input.yaml");
+        let mut code = None;
+        for (format, file) in [
+            ("table", "expected.table"),
+            ("json", "expected.json"),
+            ("policyreport", "expected-policyreport.yaml"),
+        ] {
+            let cli = Cli::try_parse_from([
+                "audit",
+                "-f",
+                input.to_str().unwrap(),
+                "-o",
+                format,
+                "--tenant-id",
+                "00000000-0000-0000-0000-000000000001",
+            ])
+            .unwrap();
+            let run = audit_files(&cli.args);
+            // Paths relative to the repository, so the files do not depend on the checkout.
+            let root = concat!(env!("CARGO_MANIFEST_DIR"), "/");
+            check(&case.join(file), &run.stdout.replace(root, ""));
+            assert!(
+                code.is_none_or(|c| c == run.code),
+                "{}: exit codes differ by format",
+                case.display()
+            );
+            code = Some(run.code);
+        }
+        check(&case.join("expected-code"), &format!("{}\n", code.unwrap()));
+    }
+}
+
+#[test]
+fn the_every_rule_case_reports_every_rule_whatever_the_enforcement() {
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/audit/every-rule/expected.json"),
+    )
+    .unwrap();
+    let findings: Vec<serde_json::Value> = serde_json::from_str(&text).unwrap();
+    for rule in wi_webhook::policy::rules::rule::ALL {
+        assert!(
+            findings.iter().any(|f| f["rule"] == rule),
+            "rule {rule} not found by the audit"
+        );
+    }
+    for mode in ["Audit", "Warn", "Enforce"] {
+        assert!(
+            findings.iter().any(|f| f["enforcement"] == mode),
+            "no {mode} finding"
+        );
+    }
+}
+
+fn binary(args: &[&str], stdin: &str) -> (String, String, i32) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wi-webhook"))
+        .args(args)
+        .env_remove("KUBECONFIG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        out.status.code().unwrap_or(-1),
+    )
+}
+
+#[test]
+fn stdin_is_read_like_kustomize_output() {
+    let input = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/audit/every-rule/input.yaml"),
+    )
+    .unwrap();
+    let (stdout, stderr, code) = binary(&["audit", "-f", "-", "-o", "json"], &input);
+    assert_eq!(code, 1, "{stderr}");
+    let findings: Vec<serde_json::Value> = serde_json::from_str(&stdout).unwrap();
+    assert!(
+        findings
+            .iter()
+            .all(|f| f["source"].as_str().unwrap().starts_with("<stdin>#"))
+    );
+    assert!(stderr.contains("pool violation(s)"), "{stderr}");
+}
+
+#[test]
+fn unreadable_input_exits_2_naming_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("broken.yaml");
+    std::fs::write(&file, "kind: Pod\nmetadata:\n  name: [unclosed\n").unwrap();
+    let (stdout, stderr, code) = binary(&["audit", "-f", file.to_str().unwrap()], "");
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stdout.is_empty());
+    assert!(stderr.contains(&format!("{}:", file.display())), "{stderr}");
+    let (_, stderr, code) = binary(&["audit", "-f", "/no/such/file.yaml"], "");
+    assert_eq!(code, 2);
+    assert!(stderr.contains("/no/such/file.yaml"), "{stderr}");
+}
