@@ -511,6 +511,43 @@ async fn agentpool_changes_are_seen_by_the_next_pod_and_audit_mode_records() {
     .await
     .unwrap();
     assert!(out.contains("[pool-service-account]"), "{out}");
+
+    // `kubectl apply --dry-run=server` shows the decision, the warning and the mutated
+    // object, and stores nothing: how a manifest is audited against a live policy.
+    let yaml = serde_yaml::to_string(&pods::labelled_pod_json("dry", "other", &[])).unwrap();
+    let out = cluster
+        .kubectl(
+            &[
+                "apply",
+                "--dry-run=server",
+                "-n",
+                &n,
+                "-o",
+                "json",
+                "-f",
+                "-",
+            ],
+            &yaml,
+        )
+        .await
+        .unwrap();
+    assert!(out.success, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("Warning:") && out.stderr.contains("[pool-service-account]"),
+        "{}",
+        out.stderr
+    );
+    let shown: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(
+        shown["spec"]["containers"][0]["env"][0]["value"],
+        c2.as_str(),
+        "the dry-run answer carries the mutation"
+    );
+    let stored = Api::<Pod>::namespaced(cluster.client.clone(), &n)
+        .get_opt("dry")
+        .await
+        .unwrap();
+    assert!(stored.is_none(), "a dry run stored the pod");
 }
 
 #[tokio::test]

@@ -406,3 +406,30 @@ fn a_namespace_in_two_pools_is_a_conflict_not_a_disagreement_of_the_pod() {
         ]
     );
 }
+
+#[test]
+fn status_reports_conflicts_and_clears_them() {
+    use crate::policy::crd::PoolConflict;
+    use crate::policy::watch::desired_status;
+    let clean = desired_status(&[]);
+    assert_eq!(clean.conflict_count, 0);
+    assert_eq!(clean.conditions[0].type_, "Conflict");
+    assert_eq!(clean.conditions[0].status, "False");
+    let conflicts = [PoolConflict {
+        field: "clientId".into(),
+        value: "6f1a3f4e-2b7c-4f0e-9a51-3c2d1e0f9a8b".into(),
+        pool: "other".into(),
+    }];
+    let status = desired_status(&conflicts);
+    assert_eq!(status.conflict_count, 1);
+    assert_eq!(status.conflicts, conflicts);
+    assert_eq!(status.conditions[0].status, "True");
+    assert!(
+        status.conditions[0]
+            .message
+            .contains("clientId 6f1a3f4e-2b7c-4f0e-9a51-3c2d1e0f9a8b with pool other")
+            && status.conditions[0].message.contains("denied until fixed"),
+        "{}",
+        status.conditions[0].message
+    );
+}
