@@ -25,7 +25,6 @@ step() { printf '\n==> %s\n' "$*" >&2; }
 step "building the webhook and the load generator (release)"
 cargo build --release -p wi-webhook -p wi-bench
 LOAD=$TARGET/release/wi-load
-CRITERION=()
 
 for part in "$@"; do
   case $part in
@@ -38,7 +37,8 @@ for part in "$@"; do
       else
         cargo bench -p wi-webhook --bench decision
       fi
-      CRITERION=(--criterion "$TARGET/criterion")
+      # Saved now (bench/results/decision.json), with the machine's state of this run.
+      "$LOAD" report --criterion "$TARGET/criterion"
       ;;
     tls)
       step "over TLS: the webhook against its ceiling"
@@ -75,4 +75,4 @@ for part in "$@"; do
 done
 
 step "rewriting BENCHMARKS.md"
-"$LOAD" report "${CRITERION[@]}"
+"$LOAD" report

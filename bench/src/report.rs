@@ -139,7 +139,7 @@ fn machine_block(sources: &[(&str, &Value)]) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "| results | date | commit | CPU | cores | memory | kernel | load at start |"
+        "| results | date | commit | CPU | cores | memory | kernel | load |"
     );
     let _ = writeln!(s, "|---|---|---|---|---|---|---|---|");
     for (name, v) in sources {
@@ -316,6 +316,27 @@ fn memory_block(cluster: &Value) -> String {
         mib(f(&m["under_load_max"])),
         mib(f(&m["peak_since_start"]))
     );
+    let after = |key: &str, cached: &str, total: &Value| match o[key].as_f64() {
+        Some(secs) => format!("all {total} after {secs:.1} s"),
+        None => format!("only {} of {total} within the wait", o[cached]),
+    };
+    let _ = writeln!(
+        s,
+        "\nWhile the webhook ran, the objects were created in {:.1} s; its caches had {} ServiceAccounts ({}) and {} AgentPools ({}), counted from the first create.",
+        f(&o["created_in_seconds"]),
+        o["service_accounts"],
+        after(
+            "all_service_accounts_cached_after_seconds",
+            "watch_cached_service_accounts",
+            &json!(o["service_accounts"].as_u64().unwrap_or(0) + 1)
+        ),
+        o["agent_pools"],
+        after(
+            "all_agent_pools_indexed_after_seconds",
+            "watch_cached_agent_pools",
+            &o["agent_pools"]
+        ),
+    );
     if let Some(runs) = cluster["load"].as_array() {
         let _ = writeln!(
             s,
@@ -379,7 +400,7 @@ fn cluster_block(cluster: &Value) -> String {
     );
     let _ = writeln!(
         s,
-        "\nWebhook CPU per admitted pod during these creates: {}.",
+        "\nCPU time of the webhook process during the creates, per pod created on its side: {} (its background work included: the AgentPool watch was still writing statuses after the restart).",
         us(f(&p["webhook_cpu_us_per_create"]))
     );
     s
@@ -610,8 +631,9 @@ fn svg(title: &str, panels: &[Panel]) -> String {
     // Legend, from the first panel.
     if let Some(first) = panels.first() {
         for (j, series) in first.series.iter().enumerate() {
-            let x = left + (j % 2) as f64 * 260.0;
-            let y = top + ph + 40.0 + (j / 2) as f64 * 18.0;
+            let columns = if panels.len() > 1 { 2 } else { 1 };
+            let x = left + (j % columns) as f64 * 260.0;
+            let y = top + ph + 40.0 + (j / columns) as f64 * 18.0;
             let _ = writeln!(
                 s,
                 r#"<line x1="{x}" y1="{y}" x2="{}" y2="{y}" stroke="{}" stroke-width="2"{}/><text x="{}" y="{}">{}</text>"#,

@@ -10,7 +10,7 @@
 
 use std::io::{BufRead, Write};
 use std::net::{Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
@@ -259,7 +259,7 @@ impl Drop for ServerProcess {
 }
 
 /// Serving certificates for 127.0.0.1 in `dir`; returns the CA's PEM.
-pub fn certificates(dir: &PathBuf) -> anyhow::Result<String> {
+pub fn certificates(dir: &Path) -> anyhow::Result<String> {
     let bundle = wi_certs::generate(&wi_certs::GenerateOptions {
         dns_names: vec!["localhost".into()],
         ip_addresses: vec![std::net::IpAddr::V4(Ipv4Addr::LOCALHOST)],
