@@ -22,6 +22,20 @@ pub fn spawn(client: Client, policy: Policy) -> Store<AgentPool> {
         watcher(api.clone(), watcher::Config::default()).default_backoff(),
     );
     let reader = store.clone();
+    // Status writes go to their own task, which always takes the newest snapshot: a burst of
+    // events (1,000 pools created at once) must neither delay the index behind one PATCH per
+    // pool per event nor queue writes that are already stale.
+    type Snapshot = (Vec<AgentPool>, BTreeMap<String, Vec<PoolConflict>>);
+    let (status_tx, mut status_rx) = tokio::sync::watch::channel::<Option<Snapshot>>(None);
+    let status_api = api.clone();
+    tokio::spawn(async move {
+        while status_rx.changed().await.is_ok() {
+            let snapshot = status_rx.borrow_and_update().clone();
+            if let Some((pools, conflicts)) = snapshot {
+                write_status(&status_api, &pools, &conflicts).await;
+            }
+        }
+    });
     tokio::spawn(async move {
         let mut stream = std::pin::pin!(stream);
         let mut last: BTreeMap<String, Vec<PoolConflict>> = BTreeMap::new();
@@ -53,7 +67,7 @@ pub fn spawn(client: Client, policy: Policy) -> Store<AgentPool> {
                 last = conflicts.clone();
             }
             policy.replace(index);
-            write_status(&api, &pools, &conflicts).await;
+            let _ = status_tx.send(Some((pools, conflicts)));
         }
     });
     store
