@@ -3,10 +3,10 @@
 //! HTTP/1.0, TLS 1.0-only and SNI-less clients. Each case asserts its outcome and that the
 //! server still answers a good client afterwards (docs/reliability.md has the table).
 
+mod common;
+
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::ServiceAccount;
@@ -45,19 +45,7 @@ impl Drop for Server {
 }
 
 async fn start(limits: tls::Limits) -> Server {
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let bundle = wi_certs::generate(&wi_certs::GenerateOptions {
-        dns_names: vec!["localhost".into()],
-        ip_addresses: vec![LOCALHOST],
-        ..Default::default()
-    })
-    .expect("certificates");
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
-        "hostile-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ));
-    bundle.write_dir(&dir).expect("written");
+    let (dir, ca_pem) = common::certificates("hostile");
     let pair = wi_certs::load_pair(
         &dir.join(wi_certs::TLS_CERT_FILE),
         &dir.join(wi_certs::TLS_KEY_FILE),
@@ -100,7 +88,7 @@ async fn start(limits: tls::Limits) -> Server {
     ));
     Server {
         addr,
-        ca_pem: bundle.ca.cert,
+        ca_pem,
         stop: Some(stop),
     }
 }

@@ -9,8 +9,9 @@
 //! The cluster of these tests: pool omtest1 (team platform, the seed's identity) and pool
 //! payments (team payments), each with its namespace and ServiceAccount; namespace apps
 //! belongs to no pool.
+mod common;
+use common::service_account;
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -18,7 +19,6 @@ use base64::Engine;
 use http::{Method, Request, StatusCode, header};
 use http_body_util::BodyExt;
 use k8s_openapi::api::core::v1::ServiceAccount;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 use wi_webhook::admission::Admitter;
@@ -61,23 +61,6 @@ fn payments(enforcement: Enforcement) -> Pool {
         namespaces: vec![PAY_NS.into()],
         service_accounts: vec![PAY_SA.into(), "nightly".into()],
         enforcement,
-    }
-}
-
-fn service_account(namespace: &str, name: &str, annotations: &[(&str, &str)]) -> ServiceAccount {
-    ServiceAccount {
-        metadata: ObjectMeta {
-            name: Some(name.into()),
-            namespace: Some(namespace.into()),
-            annotations: Some(
-                annotations
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect::<BTreeMap<_, _>>(),
-            ),
-            ..ObjectMeta::default()
-        },
-        ..ServiceAccount::default()
     }
 }
 

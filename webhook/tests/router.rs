@@ -1,7 +1,9 @@
 //! The admission and health routers driven in process (`tower::ServiceExt::oneshot`, no
 //! sockets): the AdmissionReview contract of SPEC section 3 as the API server sees it.
 
-use std::collections::BTreeMap;
+mod common;
+use common::service_account;
+
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -10,8 +12,6 @@ use axum::body::Body;
 use base64::Engine;
 use http::{Method, Request, StatusCode, header};
 use http_body_util::BodyExt;
-use k8s_openapi::api::core::v1::ServiceAccount;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 use wi_webhook::admission::Admitter;
@@ -26,23 +26,6 @@ const DEFAULT_CLIENT_ID: &str = "44444444-4444-4444-4444-444444444444";
 const NS: &str = "ado-agents-omtest1";
 const SA: &str = "ado-agent-omtest1";
 const LIMIT: usize = 64 * 1024;
-
-fn service_account(namespace: &str, name: &str, annotations: &[(&str, &str)]) -> ServiceAccount {
-    ServiceAccount {
-        metadata: ObjectMeta {
-            name: Some(name.into()),
-            namespace: Some(namespace.into()),
-            annotations: Some(
-                annotations
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect::<BTreeMap<_, _>>(),
-            ),
-            ..ObjectMeta::default()
-        },
-        ..ServiceAccount::default()
-    }
-}
 
 /// The cluster of these tests: the seed's ServiceAccount, and an annotated `default` one.
 fn state() -> Arc<AppState> {

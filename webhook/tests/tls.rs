@@ -2,11 +2,12 @@
 //! a rustls client that trusts only the test CA: HTTP/1.1 and HTTP/2 (ALPN), the minimum TLS
 //! version, and graceful shutdown with a request in flight.
 
+mod common;
+
 use std::convert::Infallible;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::body::Bytes;
@@ -47,23 +48,8 @@ struct Pki {
 }
 
 fn pki() -> Pki {
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let bundle = wi_certs::generate(&wi_certs::GenerateOptions {
-        dns_names: vec!["localhost".into()],
-        ip_addresses: vec![LOCALHOST],
-        ..Default::default()
-    })
-    .expect("certificates generated");
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
-        "tls-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ));
-    bundle.write_dir(&dir).expect("certificates written");
-    Pki {
-        ca_pem: bundle.ca.cert,
-        dir,
-    }
+    let (dir, ca_pem) = common::certificates("tls");
+    Pki { ca_pem, dir }
 }
 
 struct Server {

@@ -1,0 +1,50 @@
+//! Helpers shared by the integration tests of this crate (each test file uses a part).
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use k8s_openapi::api::core::v1::ServiceAccount;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+/// A ServiceAccount `namespace/name` with these annotations.
+pub fn service_account(
+    namespace: &str,
+    name: &str,
+    annotations: &[(&str, &str)],
+) -> ServiceAccount {
+    ServiceAccount {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some(namespace.into()),
+            annotations: Some(
+                annotations
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect::<BTreeMap<_, _>>(),
+            ),
+            ..ObjectMeta::default()
+        },
+        ..ServiceAccount::default()
+    }
+}
+
+/// A CA and a serving certificate for localhost/127.0.0.1 from the project's own code,
+/// written to a fresh directory under the target's temporary directory: (dir, CA PEM).
+pub fn certificates(prefix: &str) -> (PathBuf, String) {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let bundle = wi_certs::generate(&wi_certs::GenerateOptions {
+        dns_names: vec!["localhost".into()],
+        ip_addresses: vec![std::net::IpAddr::from([127, 0, 0, 1])],
+        ..Default::default()
+    })
+    .expect("certificates generated");
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    bundle.write_dir(&dir).expect("certificates written");
+    (dir, bundle.ca.cert)
+}
