@@ -9,6 +9,21 @@ unset WI_SKIP_WEBHOOK
 
 step() { printf '\n==> %s\n' "$*" >&2; }
 
+# Every cargo test summary line goes here too, for the one total printed at the end.
+results=$(mktemp)
+tested() { "$@" 2>&1 | tee -a "$results"; }
+
+# On exit, failure included: stop the control plane (if it was started), then one closing
+# line for the whole run (cargo's own last summary is a doc-test one with 0 tests).
+finish() {
+  step "stopping the control plane"
+  tests/cluster/run.sh down
+  awk '/^test result:/ { p += $4; f += $6; i += $8 }
+       END { printf "total: %d passed, %d failed, %d skipped\n", p, f, i }' "$results"
+  rm -f "$results"
+}
+trap finish EXIT
+
 step "cargo fmt --check"
 cargo fmt --all --check
 
@@ -16,15 +31,15 @@ step "cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 
 step "unit and golden tests"
-cargo test --workspace --exclude wi-e2e
+tested cargo test --workspace --exclude wi-e2e
 
 # Compile the end-to-end tests before starting the cluster, so it does not idle meanwhile.
 step "building the end-to-end tests"
 cargo test -p wi-e2e --no-run
 
-trap 'step "stopping the control plane"; tests/cluster/run.sh down' EXIT
 step "starting the control plane and the webhook"
 tests/cluster/run.sh up >/dev/null
 
 step "end-to-end tests"
-cargo test -p wi-e2e -- --test-threads=2
+tested cargo test -p wi-e2e -- --test-threads=2
+
