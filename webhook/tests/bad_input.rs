@@ -4,6 +4,8 @@
 //! Socket-level cases (slow clients, idle connections, old TLS, HTTP/1.0) are in
 //! `tests/hostile_clients.rs`.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -65,19 +67,7 @@ fn agent_pod() -> Value {
 }
 
 fn review(uid: &str, object: Value) -> Value {
-    json!({
-        "apiVersion": "admission.k8s.io/v1",
-        "kind": "AdmissionReview",
-        "request": {
-            "uid": uid,
-            "kind": {"group": "", "version": "v1", "kind": "Pod"},
-            "resource": {"group": "", "version": "v1", "resource": "pods"},
-            "namespace": NS,
-            "operation": "CREATE",
-            "userInfo": {"username": "system:serviceaccount:kube-system:replicaset-controller"},
-            "object": object
-        }
-    })
+    common::pod_review(uid, NS, object)
 }
 
 struct Answer {

@@ -128,24 +128,12 @@ async fn connect(server: &Server) -> std::io::Result<Tls> {
 }
 
 fn review() -> Vec<u8> {
-    serde_json::to_vec(&json!({
-        "apiVersion": "admission.k8s.io/v1",
-        "kind": "AdmissionReview",
-        "request": {
-            "uid": "uid-hostile",
-            "kind": {"group": "", "version": "v1", "kind": "Pod"},
-            "resource": {"group": "", "version": "v1", "resource": "pods"},
-            "namespace": NS,
-            "operation": "CREATE",
-            "userInfo": {"username": "system:serviceaccount:kube-system:replicaset-controller"},
-            "object": {
-                "apiVersion": "v1", "kind": "Pod",
-                "metadata": {"generateName": "a-", "labels": {"azure.workload.identity/use": "true"}},
-                "spec": {"serviceAccountName": SA, "containers": [{"name": "a", "image": "i"}]}
-            }
-        }
-    }))
-    .unwrap()
+    let pod = json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"generateName": "a-", "labels": {"azure.workload.identity/use": "true"}},
+        "spec": {"serviceAccountName": SA, "containers": [{"name": "a", "image": "i"}]}
+    });
+    serde_json::to_vec(&common::pod_review("uid-hostile", NS, pod)).unwrap()
 }
 
 /// One request over `tls` in HTTP/`version`; reads until the server closes or the answer is

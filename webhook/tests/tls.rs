@@ -159,20 +159,7 @@ fn agent_pod() -> Value {
 }
 
 fn review_body(uid: &str) -> Vec<u8> {
-    serde_json::to_vec(&json!({
-        "apiVersion": "admission.k8s.io/v1",
-        "kind": "AdmissionReview",
-        "request": {
-            "uid": uid,
-            "kind": {"group": "", "version": "v1", "kind": "Pod"},
-            "resource": {"group": "", "version": "v1", "resource": "pods"},
-            "namespace": NS,
-            "operation": "CREATE",
-            "userInfo": {"username": "system:serviceaccount:kube-system:replicaset-controller"},
-            "object": agent_pod()
-        }
-    }))
-    .unwrap()
+    serde_json::to_vec(&common::pod_review(uid, NS, agent_pod())).unwrap()
 }
 
 /// Checks an answer: 200, the uid echoed, and a base64 patch that gives the agent its identity.

@@ -48,3 +48,21 @@ pub fn certificates(prefix: &str) -> (PathBuf, String) {
     bundle.write_dir(&dir).expect("certificates written");
     (dir, bundle.ca.cert)
 }
+
+/// An AdmissionReview (v1) of a pod CREATE in `namespace`, as the ReplicaSet controller's
+/// request reaches the webhook.
+pub fn pod_review(uid: &str, namespace: &str, object: serde_json::Value) -> serde_json::Value {
+    serde_json::json!({
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": uid,
+            "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "resource": {"group": "", "version": "v1", "resource": "pods"},
+            "namespace": namespace,
+            "operation": "CREATE",
+            "userInfo": {"username": "system:serviceaccount:kube-system:replicaset-controller"},
+            "object": object
+        }
+    })
+}
