@@ -230,7 +230,7 @@ impl Admitter {
         Result<Verdict, (Denial, Vec<Violation>)>,
     ) {
         let token_file = self.config.token_file();
-        let evaluation = self.policy.evaluate(&Subject {
+        let mut evaluation = self.policy.evaluate(&Subject {
             pod: view,
             namespace,
             service_account,
@@ -238,7 +238,9 @@ impl Admitter {
             default_tenant: &self.config.tenant_id,
             token_file: &token_file,
         });
-        let verdict = policy::verdict(view.display(), evaluation.violations.clone());
+        // The verdict carries the violations from here on; the evaluation keeps the pool.
+        let violations = std::mem::take(&mut evaluation.violations);
+        let verdict = policy::verdict(view.display(), violations);
         (evaluation, verdict)
     }
 

@@ -156,7 +156,7 @@ async fn answer(
             ApiError::new(StatusCode::BAD_REQUEST, bad.0).into_response()
         }
         Ok(outcome) => {
-            let encoded = encode_review(&outcome.review);
+            let encoded = wire::encode(&outcome.review);
             let seconds = started.elapsed().as_secs_f64();
             let decision = outcome.decision.as_str();
             state
@@ -197,13 +197,4 @@ async fn answer(
             }
         }
     }
-}
-
-/// The answer's JSON. kube-core serialises `response.patch` (a `Vec<u8>`) as an array of
-/// numbers; the API defines it as Go `[]byte`, whose JSON form is a base64 string (SPEC 3).
-/// Written in one pass (`wire`), not through a `serde_json::Value`.
-fn encode_review(
-    review: &kube::core::admission::AdmissionReview<kube::core::DynamicObject>,
-) -> serde_json::Result<Vec<u8>> {
-    wire::encode(review)
 }
