@@ -22,7 +22,7 @@ ns=ado-agents-omtest1
 echo
 echo "==> waiting for the ReplicaSet controller to create the agent pod"
 for _ in $(seq 1 120); do
-  pod=$(k -n "$ns" get pods -l app=ado-agent-omtest1 -o name 2>/dev/null | head -n 1)
+  pod=$(k -n "$ns" get pods -l app=ado-agent-omtest1 -o name 2>/dev/null | sed -n 1p)
   [ -n "$pod" ] && break
   sleep 0.5
 done

@@ -126,5 +126,5 @@ GO
 build_etcd
 build_kube
 "$BIN_DIR/kube-apiserver" --version >&2
-"$BIN_DIR/etcd" --version | head -1 >&2
+"$BIN_DIR/etcd" --version | sed -n 1p >&2
 echo "$BIN_DIR"

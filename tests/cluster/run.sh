@@ -34,7 +34,7 @@ alive() {
   pid=$(pid_of "$1")
   [ -n "$pid" ] && [ -r "/proc/$pid/cmdline" ] || return 1
   bin=$(cat "$STATE/$1.bin" 2>/dev/null) || return 1
-  tr '\0' '\n' <"/proc/$pid/cmdline" | head -1 | grep -qxF "$bin"
+  [ "$(tr '\0' '\n' <"/proc/$pid/cmdline" | sed -n 1p)" = "$bin" ]
 }
 
 stop() {
