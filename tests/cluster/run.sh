@@ -7,6 +7,8 @@
 #   tests/cluster/run.sh up       start (or keep) everything; last stdout line: export KUBECONFIG=...
 #   tests/cluster/run.sh down     stop every process it started (by recorded PID); safe twice
 #   tests/cluster/run.sh status   what runs, on which ports, and whether it is ready
+#   tests/cluster/run.sh stop NAME          stop one component (the fault tests' outages)
+#   tests/cluster/run.sh start kube-apiserver   bring a stopped API server back, same state
 #
 # State (certificates, etcd data, logs, PIDs, ports, kubeconfig) lives in
 # ${WI_CLUSTER_DIR:-<repo>/.cluster}. Progress goes to stderr.
@@ -147,6 +149,36 @@ EOF
   mv "$STATE/kubeconfig.tmp" "$STATE/kubeconfig"
 }
 
+# The API server, on the ports and with the certificates of cluster.env and pki/ (also how
+# `start kube-apiserver` brings it back after `stop kube-apiserver`).
+start_apiserver() {
+  local pki=$STATE/pki/cp
+  # --allow-privileged: the injected azwi-proxy-init container is privileged.
+  # --endpoint-reconciler-type=none: the `kubernetes` Service cannot point at a loopback IP.
+  # --requestheader-*: published for the controller-manager's delegated authentication (its
+  # /healthz), which otherwise logs errors about a missing CA bundle.
+  # --feature-gates=HostnameOverride=true: enables the alpha pod field spec.hostnameOverride
+  # (new in 1.34), which the webhook's Kubernetes types (1.33) do not know; the end-to-end
+  # tests prove such fields survive the mutation.
+  start kube-apiserver "$BIN/kube-apiserver" \
+    --bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port="$APISERVER_PORT" \
+    --etcd-servers="http://127.0.0.1:$ETCD_PORT" \
+    --tls-cert-file="$pki/tls.crt" --tls-private-key-file="$pki/tls.key" \
+    --client-ca-file="$pki/ca.crt" \
+    --requestheader-client-ca-file="$pki/ca.crt" --requestheader-allowed-names=front-proxy-client \
+    --authorization-mode=Node,RBAC \
+    --service-account-issuer=https://kubernetes.default.svc.cluster.local \
+    --service-account-key-file="$pki/sa.pub" \
+    --service-account-signing-key-file="$pki/sa.key" \
+    --service-cluster-ip-range="$SERVICE_CIDR" \
+    --enable-admission-plugins=NamespaceLifecycle,LimitRanger,ServiceAccount,DefaultStorageClass,ResourceQuota,MutatingAdmissionWebhook,ValidatingAdmissionWebhook \
+    --allow-privileged=true \
+    --endpoint-reconciler-type=none \
+    --feature-gates=HostnameOverride=true \
+    --profiling=false -v=1
+  wait_until kube-apiserver 90 apiserver_ready
+}
+
 start_control_plane() {
   cmd_down 2>/dev/null
   # Only what this script creates: WI_CLUSTER_DIR may point at a directory holding more.
@@ -185,33 +217,10 @@ EOF
     --unsafe-no-fsync --log-level warn
   wait_until etcd 30 curl -sf --max-time 2 "http://127.0.0.1:$ETCD_PORT/health"
 
-  local pki=$STATE/pki/cp
-  # --allow-privileged: the injected azwi-proxy-init container is privileged.
-  # --endpoint-reconciler-type=none: the `kubernetes` Service cannot point at a loopback IP.
-  # --requestheader-*: published for the controller-manager's delegated authentication (its
-  # /healthz), which otherwise logs errors about a missing CA bundle.
-  # --feature-gates=HostnameOverride=true: enables the alpha pod field spec.hostnameOverride
-  # (new in 1.34), which the webhook's Kubernetes types (1.33) do not know; the end-to-end
-  # tests prove such fields survive the mutation.
-  start kube-apiserver "$BIN/kube-apiserver" \
-    --bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port="$APISERVER_PORT" \
-    --etcd-servers="http://127.0.0.1:$ETCD_PORT" \
-    --tls-cert-file="$pki/tls.crt" --tls-private-key-file="$pki/tls.key" \
-    --client-ca-file="$pki/ca.crt" \
-    --requestheader-client-ca-file="$pki/ca.crt" --requestheader-allowed-names=front-proxy-client \
-    --authorization-mode=Node,RBAC \
-    --service-account-issuer=https://kubernetes.default.svc.cluster.local \
-    --service-account-key-file="$pki/sa.pub" \
-    --service-account-signing-key-file="$pki/sa.key" \
-    --service-cluster-ip-range="$SERVICE_CIDR" \
-    --enable-admission-plugins=NamespaceLifecycle,LimitRanger,ServiceAccount,DefaultStorageClass,ResourceQuota,MutatingAdmissionWebhook,ValidatingAdmissionWebhook \
-    --allow-privileged=true \
-    --endpoint-reconciler-type=none \
-    --feature-gates=HostnameOverride=true \
-    --profiling=false -v=1
-  wait_until kube-apiserver 90 apiserver_ready
+  start_apiserver
   write_kubeconfig
 
+  local pki=$STATE/pki/cp
   start kube-controller-manager "$BIN/kube-controller-manager" \
     --kubeconfig="$STATE/kubeconfig" \
     --authentication-kubeconfig="$STATE/kubeconfig" \
@@ -322,12 +331,33 @@ cmd_status() {
   return $rc
 }
 
+# stop NAME: one component, as `down` stops it; the others keep running.
+cmd_stop() {
+  [[ " ${COMPONENTS[*]} " == *" ${1:-} "* ]] || die "stop: not a component: ${1:-} (${COMPONENTS[*]})"
+  stop "$1"
+}
+
+# start kube-apiserver: after `stop kube-apiserver`, the same server again (ports, flags,
+# certificates and etcd data of the running cluster), waiting until it is ready.
+cmd_start() {
+  [ "${1:-}" = kube-apiserver ] || die "start: only kube-apiserver can be started alone"
+  [ -f "$STATE/cluster.env" ] || die "no cluster in $STATE: run up first"
+  # shellcheck source=/dev/null
+  . "$STATE/cluster.env"
+  BIN=$(dirname "$KUBECTL")
+  alive etcd || die "etcd is not running: run up"
+  alive kube-apiserver && { log "kube-apiserver already running"; return; }
+  start_apiserver
+}
+
 case "${1:-}" in
   up) cmd_up ;;
   down) cmd_down ;;
   status) cmd_status ;;
+  stop) cmd_stop "${2:-}" ;;
+  start) cmd_start "${2:-}" ;;
   *)
-    echo "usage: $0 up|down|status" >&2
+    echo "usage: $0 up|down|status|stop NAME|start kube-apiserver" >&2
     exit 2
     ;;
 esac
