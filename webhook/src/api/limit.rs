@@ -3,7 +3,9 @@
 //! `503 Service Unavailable` (JSON, `Retry-After: 1`) instead of queueing without bound.
 //!
 //! The wait happens before the body is read, so waiting requests hold only their headers:
-//! memory is bounded by `max_in_flight` bodies plus the connection bound of `api::tls`.
+//! memory is bounded by `max_in_flight` bodies plus the connection bound of `api::tls`. A
+//! refused HTTP/1.1 request's body is read and dropped before the 503, so the client gets
+//! the answer on a connection it can reuse.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -77,6 +79,9 @@ async fn limit(State(limiter): State<Arc<Limiter>>, req: Request, next: Next) ->
                 "overloaded: request refused with 503"
             );
         }
+        if req.version() < http::Version::HTTP_2 {
+            drain(req.into_body()).await;
+        }
         let mut response = ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             format!(
@@ -91,4 +96,24 @@ async fn limit(State(limiter): State<Arc<Limiter>>, req: Request, next: Next) ->
         return response;
     };
     next.run(req).await
+}
+
+/// Reads and drops a refused request's body (HTTP/1.1). Unread, the connection is closed
+/// while the client is still sending, and the client sees a broken pipe or a reset instead
+/// of the 503. Chunk by chunk, nothing kept; bounded in time like any body, and in size.
+async fn drain(mut body: axum::body::Body) {
+    use http_body_util::BodyExt;
+    let mut left = super::DEFAULT_BODY_LIMIT;
+    let _ = tokio::time::timeout(super::BODY_TIMEOUT, async {
+        while let Some(Ok(frame)) = body.frame().await {
+            let Some(data) = frame.data_ref() else {
+                continue;
+            };
+            match left.checked_sub(data.len()) {
+                Some(rest) => left = rest,
+                None => break,
+            }
+        }
+    })
+    .await;
 }

@@ -81,6 +81,11 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 /// HTTP/2 streams one connection may have open at once.
 pub const MAX_CONCURRENT_STREAMS: u32 = 128;
+/// On shutdown, how long a connection with no request in flight stays open for one more.
+/// Closed at once, a keep-alive client that has just sent a request would get no answer (or
+/// a reset, if its bytes arrived unread). Kept, that request is answered, with `Connection:
+/// close` on HTTP/1.1 (then the connection ends) and before GOAWAY on HTTP/2.
+pub const SHUTDOWN_LINGER: Duration = Duration::from_secs(1);
 
 impl Default for Limits {
     fn default() -> Self {
@@ -240,13 +245,26 @@ pub async fn serve_with(
                 epoch: Instant::now(),
             });
             let tracked = activity.clone();
+            let draining = stop.clone();
             let service = tower::service_fn(move |req: http::Request<hyper::body::Incoming>| {
                 tracked.in_flight.fetch_add(1, Ordering::AcqRel);
                 tracked.requests.fetch_add(1, Ordering::AcqRel);
                 let guard = InFlight(tracked.clone());
+                let http1 = req.version() < http::Version::HTTP_2;
+                let draining = draining.clone();
                 let response = app.clone().oneshot(req.map(axum::body::Body::new));
                 async move {
-                    let response = response.await;
+                    let mut response = response.await;
+                    // Shutting down: the HTTP/1.1 client learns that this is the last answer.
+                    if http1
+                        && *draining.borrow()
+                        && let Ok(response) = response.as_mut()
+                    {
+                        response.headers_mut().insert(
+                            http::header::CONNECTION,
+                            http::HeaderValue::from_static("close"),
+                        );
+                    }
                     drop(guard);
                     response
                 }
@@ -256,19 +274,29 @@ pub async fn serve_with(
                 .into_owned();
             let mut conn = std::pin::pin!(conn);
             let mut closing = false;
+            // Shutdown with nothing in flight: the connection lingers (SHUTDOWN_LINGER).
+            let mut lingering = false;
             let result = loop {
-                let check = activity
-                    .allowed_idle(idle_timeout)
-                    .saturating_sub(activity.idle())
-                    .max(Duration::from_millis(100));
+                let check = if lingering {
+                    SHUTDOWN_LINGER
+                } else {
+                    activity
+                        .allowed_idle(idle_timeout)
+                        .saturating_sub(activity.idle())
+                        .max(Duration::from_millis(100))
+                };
                 tokio::select! {
                     result = conn.as_mut() => break result,
-                    _ = stop.wait_for(|s| *s), if !closing => {
-                        closing = true;
-                        conn.as_mut().graceful_shutdown();
+                    _ = stop.wait_for(|s| *s), if !closing && !lingering => {
+                        if activity.in_flight.load(Ordering::Acquire) > 0 {
+                            closing = true;
+                            conn.as_mut().graceful_shutdown();
+                        } else {
+                            lingering = true;
+                        }
                     }
                     () = tokio::time::sleep(check), if !closing => {
-                        if activity.idle() >= activity.allowed_idle(idle_timeout) {
+                        if lingering || activity.idle() >= activity.allowed_idle(idle_timeout) {
                             tracing::debug!(%peer, "idle connection closed");
                             closing = true;
                             conn.as_mut().graceful_shutdown();
