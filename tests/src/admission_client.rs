@@ -52,14 +52,38 @@ impl Connection {
     /// `POST <path>` with `body`: `(status, body)`. Any I/O error (a reset, an early close)
     /// is an error; the connection is then unusable.
     pub async fn post(&mut self, path: &str, body: &[u8]) -> anyhow::Result<(u16, Vec<u8>)> {
+        let answer = self.send(path, body).await?;
+        Ok((answer.status, answer.body))
+    }
+
+    /// [`Connection::post`], with the answer's headers.
+    pub async fn send(&mut self, path: &str, body: &[u8]) -> anyhow::Result<Answer> {
+        self.start(path, body.len(), body).await?;
+        self.answer().await
+    }
+
+    /// Writes the head of `POST <path>` announcing `length` body bytes, and `part` of them:
+    /// a request left in flight, finished by [`Connection::finish`].
+    pub async fn start(&mut self, path: &str, length: usize, part: &[u8]) -> anyhow::Result<()> {
         let head = format!(
-            "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-            body.len()
+            "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {length}\r\n\r\n"
         );
         let stream = self.stream.get_mut();
         stream.write_all(head.as_bytes()).await?;
-        stream.write_all(body).await?;
+        stream.write_all(part).await?;
         stream.flush().await?;
+        Ok(())
+    }
+
+    /// Writes the rest of a body begun by [`Connection::start`] and reads the answer.
+    pub async fn finish(&mut self, rest: &[u8]) -> anyhow::Result<Answer> {
+        let stream = self.stream.get_mut();
+        stream.write_all(rest).await?;
+        stream.flush().await?;
+        self.answer().await
+    }
+
+    async fn answer(&mut self) -> anyhow::Result<Answer> {
         let mut status_line = String::new();
         if self.stream.read_line(&mut status_line).await? == 0 {
             bail!("connection closed before an answer");
@@ -69,7 +93,7 @@ impl Connection {
             .nth(1)
             .and_then(|s| s.parse().ok())
             .with_context(|| format!("bad status line {status_line:?}"))?;
-        let mut length = 0usize;
+        let mut headers = Vec::new();
         loop {
             let mut line = String::new();
             if self.stream.read_line(&mut line).await? == 0 {
@@ -79,15 +103,42 @@ impl Connection {
             if line.is_empty() {
                 break;
             }
-            if let Some((k, v)) = line.split_once(':')
-                && k.eq_ignore_ascii_case("content-length")
-            {
-                length = v.trim().parse()?;
+            if let Some((k, v)) = line.split_once(':') {
+                headers.push((k.trim().to_ascii_lowercase(), v.trim().to_owned()));
             }
         }
-        let mut body = vec![0; length];
-        self.stream.read_exact(&mut body).await?;
-        Ok((status, body))
+        let mut answer = Answer {
+            status,
+            headers,
+            body: Vec::new(),
+        };
+        let length = answer.header("content-length").unwrap_or("0").parse()?;
+        answer.body = vec![0; length];
+        self.stream.read_exact(&mut answer.body).await?;
+        Ok(answer)
+    }
+}
+
+/// An HTTP answer: status, headers (names in lower case) and body.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Answer {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The server closes the connection after this answer (`Connection: close`).
+    pub fn closes(&self) -> bool {
+        self.header("connection")
+            .is_some_and(|v| v.eq_ignore_ascii_case("close"))
     }
 }
 
@@ -120,6 +171,27 @@ pub fn check_mutated(status: u16, body: &[u8], uid: &str) -> Result<(), String> 
         return Err(format!("unexpected response {response}"));
     }
     Ok(())
+}
+
+/// The AZURE_CLIENT_ID an allowed answer injects: the value of the `{"name":
+/// "AZURE_CLIENT_ID"}` env entry in its JSON patch, wherever the patch puts it.
+pub fn injected_client_id(body: &[u8]) -> Option<String> {
+    use base64::Engine as _;
+    let review: Value = serde_json::from_slice(body).ok()?;
+    let patch = base64::engine::general_purpose::STANDARD
+        .decode(review["response"]["patch"].as_str()?)
+        .ok()?;
+    fn find(value: &Value) -> Option<String> {
+        match value {
+            Value::Object(map) if map.get("name") == Some(&json!("AZURE_CLIENT_ID")) => {
+                map.get("value")?.as_str().map(str::to_owned)
+            }
+            Value::Object(map) => map.values().find_map(find),
+            Value::Array(items) => items.iter().find_map(find),
+            _ => None,
+        }
+    }
+    find(&serde_json::from_slice(&patch).ok()?)
 }
 
 /// Resident memory of process `pid`, in KiB (`VmRSS`).

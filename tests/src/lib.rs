@@ -7,7 +7,9 @@
 
 pub mod admission_client;
 pub mod extra_webhook;
+pub mod h2_client;
 pub mod pods;
+pub mod private_cluster;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -46,7 +48,12 @@ pub struct Cluster {
 
 /// Connects to the control plane of `run.sh up`. Panics when it is not running.
 pub async fn cluster() -> Cluster {
-    let dir = state_dir();
+    cluster_at(&state_dir()).await
+}
+
+/// Connects to the control plane whose state directory is `dir`. Panics when it is not
+/// running.
+pub async fn cluster_at(dir: &Path) -> Cluster {
     let kubeconfig = dir.join("kubeconfig");
     let env = std::fs::read_to_string(dir.join("cluster.env"))
         .map(|text| parse_env(&text))
