@@ -32,10 +32,37 @@ pub struct PrivateCluster {
     pub cluster: Cluster,
     /// The state directory (`WI_CLUSTER_DIR` of `run.sh`).
     pub dir: PathBuf,
-    temp: Option<tempfile::TempDir>,
+    /// Killed on drop (before the control plane stops).
     webhook: Option<Child>,
     /// Flags added to the webhook's (those of `run.sh`), for every start.
     webhook_flags: Vec<String>,
+    _state: State,
+}
+
+/// The control plane's state directory: `run.sh down` when dropped, a panic included (also
+/// one before the [`PrivateCluster`] exists); kept for the post-mortem after a panic.
+struct State {
+    dir: PathBuf,
+    temp: Option<tempfile::TempDir>,
+}
+
+impl Drop for State {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new(run_sh())
+            .arg("down")
+            .env("WI_CLUSTER_DIR", &self.dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        if std::thread::panicking()
+            && let Some(temp) = self.temp.take()
+        {
+            eprintln!(
+                "private control plane kept for the post-mortem: {}",
+                temp.keep().display()
+            );
+        }
+    }
 }
 
 impl PrivateCluster {
@@ -49,21 +76,22 @@ impl PrivateCluster {
             .expect("a temporary directory");
         // run.sh's log beside the state directory, which `up` clears of logs.
         let dir = temp.path().join("state");
-        let mut private = PrivateCluster {
-            cluster: {
-                let _one_at_a_time = STARTING.lock().await;
-                if let Err(e) = run(&dir, &["up"], Duration::from_secs(300)).await {
-                    let _ = run(&dir, &["down"], Duration::from_secs(60)).await;
-                    let _ = temp.keep();
-                    panic!("private control plane: {e:#}");
-                }
-                // From here on, Drop stops the cluster.
-                cluster_at(&dir).await
-            },
-            dir,
+        let state = State {
+            dir: dir.clone(),
             temp: Some(temp),
+        };
+        {
+            let _one_at_a_time = STARTING.lock().await;
+            if let Err(e) = run(&dir, &["up"], Duration::from_secs(300)).await {
+                panic!("private control plane: {e:#}");
+            }
+        }
+        let mut private = PrivateCluster {
+            cluster: cluster_at(&dir).await,
+            dir,
             webhook: None,
             webhook_flags: webhook_flags.iter().map(|s| s.to_string()).collect(),
+            _state: state,
         };
         private
             .run(&["stop", "wi-webhook"])
@@ -191,28 +219,6 @@ impl PrivateCluster {
             .with_context(|| format!("the webhook did not exit within {timeout:?}"))??;
         self.webhook = None;
         Ok(status)
-    }
-}
-
-impl Drop for PrivateCluster {
-    fn drop(&mut self) {
-        if let Some(child) = self.webhook.as_mut() {
-            let _ = child.start_kill();
-        }
-        let _ = std::process::Command::new(run_sh())
-            .arg("down")
-            .env("WI_CLUSTER_DIR", &self.dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-        if std::thread::panicking()
-            && let Some(temp) = self.temp.take()
-        {
-            eprintln!(
-                "private control plane kept for the post-mortem: {}",
-                temp.keep().display()
-            );
-        }
     }
 }
 
