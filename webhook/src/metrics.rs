@@ -7,11 +7,12 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+/// Static strings: every admission counts itself without allocating its labels.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AdmissionLabels {
-    pub decision: String,
-    pub operation: String,
-    pub dry_run: String,
+    pub decision: &'static str,
+    pub operation: &'static str,
+    pub dry_run: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -103,12 +104,18 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    pub fn record(&self, decision: &str, operation: &str, dry_run: bool, seconds: f64) {
+    pub fn record(
+        &self,
+        decision: &'static str,
+        operation: &'static str,
+        dry_run: bool,
+        seconds: f64,
+    ) {
         self.admissions
             .get_or_create(&AdmissionLabels {
-                decision: decision.to_string(),
-                operation: operation.to_string(),
-                dry_run: dry_run.to_string(),
+                decision,
+                operation,
+                dry_run: if dry_run { "true" } else { "false" },
             })
             .inc();
         self.latency.observe(seconds);

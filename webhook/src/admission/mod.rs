@@ -25,7 +25,7 @@ use crate::mutation::{self, Context};
 use crate::pod::{PodView, display_name};
 use crate::policy::{self, Policy, Subject, Verdict, Violation};
 use crate::serviceaccounts::{SaMeta, ServiceAccounts, annotations};
-pub use raw::RawObject;
+pub use raw::{PodObject, RawObject};
 
 /// A body the webhook cannot answer with an AdmissionReview: rendered as HTTP 400.
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -115,9 +115,13 @@ pub fn operation_name(op: &Operation) -> &'static str {
     }
 }
 
-/// Decodes a request body into an AdmissionRequest (v1 or v1beta1).
-pub fn decode(body: &[u8]) -> Result<AdmissionRequest<RawObject>, BadReview> {
-    let review: AdmissionReview<RawObject> = serde_json::from_slice(body)
+/// Decodes a request body into an AdmissionRequest (v1 or v1beta1), the object as
+/// [`RawObject`] (whole) or [`PodObject`] (what the mutating decision reads).
+pub fn decode<T>(body: &[u8]) -> Result<AdmissionRequest<T>, BadReview>
+where
+    T: Resource<DynamicType = ()> + serde::de::DeserializeOwned,
+{
+    let review: AdmissionReview<T> = serde_json::from_slice(body)
         .map_err(|e| BadReview(format!("body is not an AdmissionReview: {e}")))?;
     if review.types.kind != "AdmissionReview"
         || !VERSIONS.contains(&review.types.api_version.as_str())
@@ -129,7 +133,7 @@ pub fn decode(body: &[u8]) -> Result<AdmissionRequest<RawObject>, BadReview> {
             review.types.api_version
         )));
     }
-    let request: AdmissionRequest<RawObject> = review
+    let request: AdmissionRequest<T> = review
         .try_into()
         .map_err(|_| BadReview("AdmissionReview has no request".into()))?;
     if request.uid.is_empty() {
@@ -140,19 +144,19 @@ pub fn decode(body: &[u8]) -> Result<AdmissionRequest<RawObject>, BadReview> {
 
 /// The request's namespace, else the object's: a pod from a controller has no
 /// metadata.namespace, and the request's always wins.
-fn namespace_of<'a>(req: &'a AdmissionRequest<RawObject>, object: &'a RawObject) -> &'a str {
+fn namespace_of<'a, T: Resource>(req: &'a AdmissionRequest<T>, object: &'a T) -> &'a str {
     match req.namespace.as_deref() {
         Some(ns) if !ns.is_empty() => ns,
         _ => object.meta().namespace.as_deref().unwrap_or_default(),
     }
 }
 
-fn is_core_pod(req: &AdmissionRequest<RawObject>) -> bool {
+fn is_core_pod<T: Resource>(req: &AdmissionRequest<T>) -> bool {
     req.kind.group.is_empty() && req.kind.kind == "Pod"
 }
 
 impl Admitter {
-    fn outcome(req: &AdmissionRequest<RawObject>) -> Outcome {
+    fn outcome<T: Resource>(req: &AdmissionRequest<T>) -> Outcome {
         Outcome {
             review: AdmissionResponse::from(req).into_review(),
             uid: req.uid.clone(),
@@ -175,7 +179,7 @@ impl Admitter {
     }
 
     /// The mutating path: pod CREATE gets the policy and the mutation; the rest is allowed.
-    pub async fn admit(&self, req: &AdmissionRequest<RawObject>) -> Result<Outcome, BadReview> {
+    pub async fn admit(&self, req: &AdmissionRequest<PodObject>) -> Result<Outcome, BadReview> {
         let mut outcome = Self::outcome(req);
         if !is_core_pod(req) || req.sub_resource.is_some() || req.operation != Operation::Create {
             return Ok(outcome);
@@ -185,6 +189,7 @@ impl Admitter {
             .as_ref()
             .ok_or_else(|| BadReview("CREATE of a Pod without request.object".into()))?;
         let namespace = namespace_of(req, object);
+        let object = &object.0;
         if namespace.is_empty() {
             return Err(BadReview("Pod request has no namespace".into()));
         }
@@ -296,8 +301,8 @@ impl Admitter {
 }
 
 /// Writes a pod decision into the outcome's response.
-fn finish(
-    req: &AdmissionRequest<RawObject>,
+fn finish<T: Resource>(
+    req: &AdmissionRequest<T>,
     outcome: &mut Outcome,
     decision: PodDecision,
 ) -> Result<(), BadReview> {
@@ -311,9 +316,9 @@ fn finish(
         Ok(patch) if patch.0.is_empty() => AdmissionResponse::from(req),
         Ok(patch) => {
             outcome.decision = Decision::Mutated;
-            AdmissionResponse::from(req)
-                .with_patch(patch)
-                .map_err(|e| BadReview(format!("cannot serialise the patch: {e}")))?
+            let mut response = AdmissionResponse::from(req);
+            response.patch = Some(encode_patch(&patch)?);
+            response
         }
         Err(denial) => {
             outcome.decision = Decision::Denied;
@@ -332,7 +337,17 @@ fn finish(
     Ok(())
 }
 
-fn deny(req: &AdmissionRequest<RawObject>, denial: &Denial) -> AdmissionResponse {
+/// The patch's JSON, as `AdmissionResponse::with_patch` writes it, into a buffer sized for a
+/// typical patch at once (growing it was a visible share of a decision). `api::wire` sends
+/// it as a JSONPatch.
+fn encode_patch(patch: &json_patch::Patch) -> Result<Vec<u8>, BadReview> {
+    let mut out = Vec::with_capacity(4096);
+    serde_json::to_writer(&mut out, patch)
+        .map_err(|e| BadReview(format!("cannot serialise the patch: {e}")))?;
+    Ok(out)
+}
+
+fn deny<T: Resource>(req: &AdmissionRequest<T>, denial: &Denial) -> AdmissionResponse {
     let mut response = AdmissionResponse::from(req).deny(denial.to_string());
     response.result.code = denial.code;
     response.result.reason = match denial.code {
@@ -344,3 +359,6 @@ fn deny(req: &AdmissionRequest<RawObject>, denial: &Denial) -> AdmissionResponse
     .to_string();
     response
 }
+
+#[cfg(test)]
+mod tests;

@@ -11,6 +11,9 @@ use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
 
+use crate::keys;
+use crate::policy::crd::POOL_LABEL;
+
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct RawObject {
     pub raw: Value,
@@ -37,25 +40,221 @@ impl RawObject {
 
 impl<'de> Deserialize<'de> for RawObject {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        Raw { root: true }.deserialize(d).map(RawObject::new)
+        Raw(&OBJECT).deserialize(d).map(RawObject::new)
     }
 }
 
-/// Parses an object as a `Value`, except its `metadata.managedFields`: no decision reads
-/// them, and they are a large share of the JSON of a pod a controller creates (every field
-/// named once more), so they are skipped while parsing instead of becoming maps
-/// (BENCHMARKS.md, decision time). Everything else is kept as it came.
-#[derive(Clone, Copy)]
-struct Raw {
-    /// The object itself (else its `metadata`).
-    root: bool,
+/// A pod as the mutating path reads it: the fields a decision reads (SPEC 2 and 4), every
+/// other field skipped while parsing.
+///
+/// The decision never writes the object back: the patch only adds, at paths computed from
+/// these fields, and the API server applies it to its own copy, so what is skipped here is
+/// never lost. Skipping it is most of the parse of a pod a controller creates (images,
+/// resources, probes, security contexts, the ServiceAccount token volume, status, managed
+/// fields): `IgnoredAny` only scans those bytes (BENCHMARKS.md, throughput).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PodObject(pub RawObject);
+
+impl<'de> Deserialize<'de> for PodObject {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Raw(&POD)
+            .deserialize(d)
+            .map(|v| PodObject(RawObject::new(v)))
+    }
 }
+
+/// Which parts of a JSON object are kept while parsing. A value whose type is not the one
+/// the shape expects is kept whole, so that the decision refuses it with its own message.
+#[derive(Debug)]
+enum Shape {
+    /// Kept as it is.
+    Whole,
+    /// An object: every key kept, except these skipped and these given a shape of their own.
+    Except {
+        skip: &'static [&'static str],
+        nested: &'static [(&'static str, Shape)],
+    },
+    /// An object: only these keys, each with its shape; every other key skipped.
+    Only(&'static [(&'static str, Shape)]),
+    /// A list whose items have this shape.
+    Items(&'static Shape),
+    /// A map of strings (labels, annotations) of which these keys are read: the others are
+    /// skipped when they are strings, and kept when they are not, so that the decision
+    /// refuses a malformed map exactly as it would have with the whole map.
+    Strings(&'static [&'static str]),
+    /// A value of such a map that is not read: kept only when it is not a string.
+    UnlessString,
+}
+
+/// Any object: everything but `metadata.managedFields`, which no decision reads and which
+/// is a large share of an object a controller creates (every field named once more).
+static OBJECT: Shape = Shape::Except {
+    skip: &[],
+    nested: &[(
+        "metadata",
+        Shape::Except {
+            skip: &["managedFields"],
+            nested: &[],
+        },
+    )],
+};
+
+/// A container as the mutation and the pool checks read it: its name, env and mounts.
+static CONTAINER: Shape = Shape::Only(&[
+    ("name", Shape::Whole),
+    ("env", Shape::Whole),
+    ("volumeMounts", Shape::Whole),
+]);
+
+/// A pod as the mutating decision reads it (`pod::PodView` and its users).
+static POD: Shape = Shape::Only(&[
+    ("apiVersion", Shape::Whole),
+    ("kind", Shape::Whole),
+    (
+        "metadata",
+        Shape::Only(&[
+            ("name", Shape::Whole),
+            ("generateName", Shape::Whole),
+            ("namespace", Shape::Whole),
+            ("labels", Shape::Strings(&[keys::USE_LABEL, POOL_LABEL])),
+            (
+                "annotations",
+                Shape::Strings(&[
+                    keys::INJECT_PROXY,
+                    keys::PROXY_PORT,
+                    keys::SKIP_CONTAINERS,
+                    keys::TOKEN_EXPIRATION,
+                ]),
+            ),
+        ]),
+    ),
+    (
+        "spec",
+        Shape::Only(&[
+            ("serviceAccountName", Shape::Whole),
+            ("serviceAccount", Shape::Whole),
+            ("hostNetwork", Shape::Whole),
+            ("initContainers", Shape::Items(&CONTAINER)),
+            ("containers", Shape::Items(&CONTAINER)),
+            ("ephemeralContainers", Shape::Items(&CONTAINER)),
+            (
+                "volumes",
+                Shape::Items(&Shape::Only(&[("name", Shape::Whole)])),
+            ),
+        ]),
+    ),
+]);
+
+impl Shape {
+    /// The shape of `key` in an object of this shape; `None`: skipped.
+    fn of(&self, key: &str) -> Option<&Shape> {
+        match self {
+            Shape::Whole | Shape::Items(_) | Shape::UnlessString => Some(&Shape::Whole),
+            Shape::Strings(read) if read.contains(&key) => Some(&Shape::Whole),
+            Shape::Strings(_) => Some(&Shape::UnlessString),
+            Shape::Except { skip, nested } => {
+                if skip.contains(&key) {
+                    None
+                } else {
+                    Some(find(nested, key).unwrap_or(&Shape::Whole))
+                }
+            }
+            Shape::Only(fields) => find(fields, key),
+        }
+    }
+}
+
+fn find<'s>(fields: &'s [(&'static str, Shape)], key: &str) -> Option<&'s Shape> {
+    fields.iter().find(|(k, _)| *k == key).map(|(_, s)| s)
+}
+
+/// Parses a value to the given shape.
+#[derive(Clone, Copy)]
+struct Raw(&'static Shape);
 
 impl<'de> DeserializeSeed<'de> for Raw {
     type Value = Value;
 
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        match self.0 {
+            // serde_json's own parse, the fastest for what is kept whole.
+            Shape::Whole => Value::deserialize(d),
+            _ => d.deserialize_any(self),
+        }
+    }
+}
+
+/// An object key, borrowed from the body when it has no escapes: skipped keys cost nothing.
+struct Key;
+
+impl<'de> DeserializeSeed<'de> for Key {
+    type Value = Cow<'de, str>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Key {
+    type Value = Cow<'de, str>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a string key")
+    }
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(Cow::Borrowed(v))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Cow::Owned(v.to_owned()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+        Ok(Cow::Owned(v))
+    }
+}
+
+/// A value that is dropped when it is a string, and kept (whole) when it is not.
+struct UnlessString;
+
+impl<'de> DeserializeSeed<'de> for UnlessString {
+    type Value = Option<Value>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
         d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for UnlessString {
+    type Value = Option<Value>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_borrowed_str<E>(self, _: &'de str) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        Raw(&Shape::Whole).visit_map(map).map(Some)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+        Raw(&Shape::Whole).visit_seq(seq).map(Some)
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Self::Value, E> {
+        Ok(Some(Value::Bool(v)))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+        Ok(Some(Value::from(v)))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+        Ok(Some(Value::from(v)))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
+        Ok(Some(Value::from(v)))
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(Some(Value::Null))
     }
 }
 
@@ -68,24 +267,33 @@ impl<'de> Visitor<'de> for Raw {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
         let mut out = Map::new();
-        while let Some(key) = map.next_key::<String>()? {
-            let value = if self.root && key == "metadata" {
-                map.next_value_seed(Raw { root: false })?
-            } else if !self.root && key == "managedFields" {
-                map.next_value::<IgnoredAny>()?;
-                continue;
-            } else {
-                map.next_value()?
-            };
-            out.insert(key, value);
+        while let Some(key) = map.next_key_seed(Key)? {
+            match self.0.of(&key) {
+                None => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+                Some(Shape::UnlessString) => {
+                    if let Some(value) = map.next_value_seed(UnlessString)? {
+                        out.insert(key.into_owned(), value);
+                    }
+                }
+                Some(shape) => {
+                    let value = map.next_value_seed(Raw(shape))?;
+                    out.insert(key.into_owned(), value);
+                }
+            }
         }
         Ok(Value::Object(out))
     }
 
     // Anything but an object is kept as it is (the decision refuses it with a message).
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let item = match self.0 {
+            Shape::Items(item) => Raw(item),
+            _ => Raw(&Shape::Whole),
+        };
         let mut out = Vec::new();
-        while let Some(v) = seq.next_element()? {
+        while let Some(v) = seq.next_element_seed(item)? {
             out.push(v);
         }
         Ok(Value::Array(out))
@@ -125,27 +333,44 @@ impl Serialize for RawObject {
     }
 }
 
-impl Resource for RawObject {
-    type DynamicType = ();
-    type Scope = DynamicResourceScope;
+/// `Resource` for the raw object types: only the identifying metadata (`Resource::meta`);
+/// kind and version are the request's, not the type's.
+macro_rules! raw_resource {
+    ($ty:ty, $this:ident => $meta:expr, $meta_mut:expr) => {
+        impl Resource for $ty {
+            type DynamicType = ();
+            type Scope = DynamicResourceScope;
 
-    fn kind(_: &()) -> Cow<'_, str> {
-        Cow::Borrowed("")
-    }
-    fn group(_: &()) -> Cow<'_, str> {
-        Cow::Borrowed("")
-    }
-    fn version(_: &()) -> Cow<'_, str> {
-        Cow::Borrowed("")
-    }
-    fn plural(_: &()) -> Cow<'_, str> {
-        Cow::Borrowed("")
-    }
-    fn meta(&self) -> &ObjectMeta {
-        &self.meta
-    }
-    fn meta_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.meta
+            fn kind(_: &()) -> Cow<'_, str> {
+                Cow::Borrowed("")
+            }
+            fn group(_: &()) -> Cow<'_, str> {
+                Cow::Borrowed("")
+            }
+            fn version(_: &()) -> Cow<'_, str> {
+                Cow::Borrowed("")
+            }
+            fn plural(_: &()) -> Cow<'_, str> {
+                Cow::Borrowed("")
+            }
+            fn meta(&self) -> &ObjectMeta {
+                let $this = self;
+                $meta
+            }
+            fn meta_mut(&mut self) -> &mut ObjectMeta {
+                let $this = self;
+                $meta_mut
+            }
+        }
+    };
+}
+
+raw_resource!(RawObject, this => &this.meta, &mut this.meta);
+raw_resource!(PodObject, this => this.0.meta(), this.0.meta_mut());
+
+impl Serialize for PodObject {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
     }
 }
 

@@ -18,7 +18,7 @@ use crate::workloads::template_pointer;
 impl Admitter {
     /// Answers one AdmissionReview body sent to `/validate`.
     pub async fn review_validate(&self, body: &[u8]) -> Result<Outcome, BadReview> {
-        let request = super::decode(body)?;
+        let request = super::decode::<RawObject>(body)?;
         self.validate(&request).await
     }
 

@@ -37,7 +37,7 @@ pub fn mutate(pod: &PodView<'_>, ctx: Context<'_>, cfg: &MutationConfig) -> Resu
     let identity = identity::resolve(pod, ctx.sa_annotations, ctx.pool, cfg)?;
     let proxy_port = proxy::requested_port(pod)?;
     let skip = skip_list(pod);
-    let env = identity.env(cfg);
+    let env = env_entries(&identity.env(cfg));
     let mut ops = Vec::new();
 
     for list in ContainerList::ALL {
@@ -66,6 +66,15 @@ fn skip_list<'a>(pod: &PodView<'a>) -> Vec<&'a str> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// The env entries to inject, built once per pod and cloned into each container; empty
+/// values are never injected.
+fn env_entries(env: &[(&'static str, String)]) -> Vec<(&'static str, Value)> {
+    env.iter()
+        .filter(|(_, value)| !value.is_empty())
+        .map(|(name, value)| (*name, json!({"name": name, "value": value})))
+        .collect()
 }
 
 /// `spec.containers[3]` -> `/spec/containers/3`
@@ -107,7 +116,7 @@ struct Missing {
 fn missing(
     c: &Value,
     at: &str,
-    env: &[(&str, String)],
+    env: &[(&'static str, Value)],
     cfg: &MutationConfig,
     display: &str,
 ) -> Result<Missing, Denial> {
@@ -120,8 +129,8 @@ fn missing(
     };
     let new_env = env
         .iter()
-        .filter(|(name, value)| !value.is_empty() && !has_env(name))
-        .map(|(name, value)| json!({"name": name, "value": value}))
+        .filter(|(name, _)| !has_env(name))
+        .map(|(_, entry)| entry.clone())
         .collect();
 
     let mounts = list_field(c, "volumeMounts", display, at)?;
@@ -147,7 +156,7 @@ fn container_ops(
     ops: &mut Vec<PatchOperation>,
     c: &Value,
     at: &str,
-    env: &[(&str, String)],
+    env: &[(&'static str, Value)],
     cfg: &MutationConfig,
     display: &str,
 ) -> Result<(), Denial> {
@@ -166,7 +175,7 @@ fn container_ops(
 /// Gives an injected container (not yet in the pod) the env vars and mount in place.
 fn complete_injected(
     mut c: Value,
-    env: &[(&str, String)],
+    env: &[(&'static str, Value)],
     cfg: &MutationConfig,
     display: &str,
 ) -> Result<Value, Denial> {
@@ -229,7 +238,7 @@ fn proxy_ops(
     pod: &PodView<'_>,
     port: u16,
     skip: &[&str],
-    env: &[(&str, String)],
+    env: &[(&'static str, Value)],
     cfg: &MutationConfig,
 ) -> Result<(), Denial> {
     let finish = |c: Value, name: &str| -> Result<Value, Denial> {
@@ -248,17 +257,15 @@ fn proxy_ops(
         .iter()
         .position(|c| container_name(c) == keys::PROXY_INIT_CONTAINER)
         .map_or(0, |i| i + 1);
+    let (init, sidecar) = proxy::containers(port, cfg);
     if !pod.has_container(keys::PROXY_INIT_CONTAINER)? {
-        new_inits.push((
-            0,
-            finish(proxy::init_container(port, cfg), keys::PROXY_INIT_CONTAINER)?,
-        ));
+        new_inits.push((0, finish(init, keys::PROXY_INIT_CONTAINER)?));
         sidecar_index = 1;
     }
     let sidecar = if pod.has_container(keys::PROXY_CONTAINER)? {
         None
     } else {
-        Some(finish(proxy::sidecar(port, cfg), keys::PROXY_CONTAINER)?)
+        Some(finish(sidecar, keys::PROXY_CONTAINER)?)
     };
 
     let mut new_regular = None;
@@ -290,4 +297,4 @@ fn proxy_ops(
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -572,7 +572,7 @@ fn arb_list(prefix: &'static str, max: usize) -> impl Strategy<Value = Option<Va
 }
 
 prop_compose! {
-    fn arb_pod()(
+    pub(crate) fn arb_pod()(
         inits in arb_list("init-", 3),
         containers in arb_list("app-", 4),
         proxy in prop::sample::select(vec![None, Some("true"), Some("false"), Some("TRUE")]),
