@@ -37,7 +37,7 @@ pub fn mutate(pod: &PodView<'_>, ctx: Context<'_>, cfg: &MutationConfig) -> Resu
     let identity = identity::resolve(pod, ctx.sa_annotations, ctx.pool, cfg)?;
     let proxy_port = proxy::requested_port(pod)?;
     let skip = skip_list(pod);
-    let env = env_entries(&identity.env(cfg));
+    let env = Injected::new(&identity.env(cfg), cfg);
     let mut ops = Vec::new();
 
     for list in ContainerList::ALL {
@@ -68,13 +68,24 @@ fn skip_list<'a>(pod: &PodView<'a>) -> Vec<&'a str> {
         .unwrap_or_default()
 }
 
-/// The env entries to inject, built once per pod and cloned into each container; empty
-/// values are never injected.
-fn env_entries(env: &[(&'static str, String)]) -> Vec<(&'static str, Value)> {
-    env.iter()
-        .filter(|(_, value)| !value.is_empty())
-        .map(|(name, value)| (*name, json!({"name": name, "value": value})))
-        .collect()
+/// What every container gets, built once per pod and cloned into each: the env entries
+/// (empty values are never injected) and the token mount.
+struct Injected {
+    env: Vec<(&'static str, Value)>,
+    mount: Value,
+}
+
+impl Injected {
+    fn new(env: &[(&'static str, String)], cfg: &MutationConfig) -> Self {
+        Injected {
+            env: env
+                .iter()
+                .filter(|(_, value)| !value.is_empty())
+                .map(|(name, value)| (*name, json!({"name": name, "value": value})))
+                .collect(),
+            mount: json!({"name": cfg.volume_name, "mountPath": cfg.mount_path, "readOnly": true}),
+        }
+    }
 }
 
 /// `spec.containers[3]` -> `/spec/containers/3`
@@ -116,7 +127,7 @@ struct Missing {
 fn missing(
     c: &Value,
     at: &str,
-    env: &[(&'static str, Value)],
+    env: &Injected,
     cfg: &MutationConfig,
     display: &str,
 ) -> Result<Missing, Denial> {
@@ -128,6 +139,7 @@ fn missing(
         })
     };
     let new_env = env
+        .env
         .iter()
         .filter(|(name, _)| !has_env(name))
         .map(|(_, entry)| entry.clone())
@@ -146,9 +158,7 @@ fn missing(
         env_exists: existing_env.is_some(),
         env: new_env,
         mounts_exist: mounts.is_some(),
-        mount: (!mounted).then(
-            || json!({"name": cfg.volume_name, "mountPath": cfg.mount_path, "readOnly": true}),
-        ),
+        mount: (!mounted).then(|| env.mount.clone()),
     })
 }
 
@@ -156,7 +166,7 @@ fn container_ops(
     ops: &mut Vec<PatchOperation>,
     c: &Value,
     at: &str,
-    env: &[(&'static str, Value)],
+    env: &Injected,
     cfg: &MutationConfig,
     display: &str,
 ) -> Result<(), Denial> {
@@ -175,7 +185,7 @@ fn container_ops(
 /// Gives an injected container (not yet in the pod) the env vars and mount in place.
 fn complete_injected(
     mut c: Value,
-    env: &[(&'static str, Value)],
+    env: &Injected,
     cfg: &MutationConfig,
     display: &str,
 ) -> Result<Value, Denial> {
@@ -238,7 +248,7 @@ fn proxy_ops(
     pod: &PodView<'_>,
     port: u16,
     skip: &[&str],
-    env: &[(&'static str, Value)],
+    env: &Injected,
     cfg: &MutationConfig,
 ) -> Result<(), Denial> {
     let finish = |c: Value, name: &str| -> Result<Value, Denial> {
