@@ -9,7 +9,7 @@ use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
 use serde_json::{Value, json};
-use wi_webhook::admission::{Admitter, decode};
+use wi_webhook::admission::{Admitter, RawObject, decode};
 use wi_webhook::config::MutationConfig;
 use wi_webhook::offline::ClusterState;
 use wi_webhook::serviceaccounts::ServiceAccounts;
@@ -77,7 +77,7 @@ fuzz_target!(|data: &[u8]| {
             json!(true),
             "a denial has no patch"
         );
-        let request = decode(data).expect("decoded once, decodes again");
+        let request = decode::<RawObject>(data).expect("decoded once, decodes again");
         let object = request.object.expect("a patch implies an object").raw;
         let mut mutated = object.clone();
         json_patch::patch(&mut mutated, &patch).expect("the patch applies to its input");
