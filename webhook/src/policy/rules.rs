@@ -215,6 +215,22 @@ pub fn evaluate(index: &PoolIndex, s: &Subject<'_>) -> Evaluation {
         ));
     }
 
+    // The pool's identity, which the mutation injects when the ServiceAccount has no
+    // client-id annotation: checked before the pod gets it, so that a reinvocation (which
+    // sees it as a literal env var) decides the same as the first pass.
+    let injected = pod.label(keys::USE_LABEL) == Some("true")
+        && s.sa_annotations
+            .is_none_or(|a| a.get(keys::CLIENT_ID).is_none());
+    if let Some(p) = pool
+        .as_ref()
+        .filter(|p| injected && !p.client_id.is_empty())
+    {
+        used.push((
+            p.client_id.as_str(),
+            format!("the clientId of pool {}, which the webhook injects", p.name),
+        ));
+    }
+
     if let Some(p) = &pool {
         if !p.service_accounts.iter().any(|sa| sa == s.service_account) {
             out.insert(violation(p, rule::SERVICE_ACCOUNT, format!(
