@@ -11,6 +11,8 @@
 #   tls       the webhook against its ceiling over TLS on 127.0.0.1 (wi-load tls)
 #   cluster   memory and pod-creation latency with a real control plane (wi-load cluster),
 #             started and stopped here, in its own state directory (default /tmp/wi-bench)
+#   memory    the memory figures of cluster alone (no pod creates), quicker; printed and
+#             saved to target/cluster-memory.json, not taken by the report
 #
 # QUICK=1 shortens every part, to check that the suite works; its figures are not for the
 # document.
@@ -48,7 +50,7 @@ for part in "$@"; do
         "$LOAD" tls
       fi
       ;;
-    cluster)
+    cluster | memory)
       step "memory and pod-creation latency through a real control plane"
       export WI_CLUSTER_DIR=${WI_BENCH_CLUSTER_DIR:-/tmp/wi-bench}
       # No test webhook: this part starts and registers the release build itself.
@@ -57,18 +59,20 @@ for part in "$@"; do
       # run.sh builds and uses target/debug/wi-webhook (for certificates) whatever
       # CARGO_TARGET_DIR says.
       env -u CARGO_TARGET_DIR tests/cluster/run.sh up >/dev/null
-      if [ -n "${QUICK:-}" ]; then
-        "$LOAD" cluster --state "$WI_CLUSTER_DIR" --webhook-bin "$TARGET/release/wi-webhook" \
-          --service-accounts 2000 --pools 200 --pods 100 --load-seconds 3
-      else
-        "$LOAD" cluster --state "$WI_CLUSTER_DIR" --webhook-bin "$TARGET/release/wi-webhook"
+      args=(--state "$WI_CLUSTER_DIR" --webhook-bin "$TARGET/release/wi-webhook")
+      if [ "$part" = memory ]; then
+        args+=(--memory-only --out "$TARGET/cluster-memory.json")
       fi
+      if [ -n "${QUICK:-}" ]; then
+        args+=(--service-accounts 2000 --pools 200 --pods 100 --load-seconds 3)
+      fi
+      "$LOAD" cluster "${args[@]}"
       tests/cluster/run.sh down
       trap - EXIT
       ;;
     report) ;;
     *)
-      echo "unknown part: $part (decision, tls, cluster or report)" >&2
+      echo "unknown part: $part (decision, tls, cluster, memory or report)" >&2
       exit 2
       ;;
   esac

@@ -68,6 +68,10 @@ pub struct ClusterArgs {
     /// ... for this long, then a closed loop over 16 HTTP/1.1 connections as long.
     #[arg(long, default_value_t = 10.0)]
     pub load_seconds: f64,
+    /// Stop after the memory figures (idle, filled, under load), without the pod creates: a
+    /// quicker run, whose result `wi-load report` does not take (give another `--out`).
+    #[arg(long)]
+    pub memory_only: bool,
 }
 
 const IGNORED_NAMESPACE: &str = "bench-ignored";
@@ -577,6 +581,38 @@ pub async fn run(args: ClusterArgs) -> anyhow::Result<()> {
         after_load.hwm_kib
     ));
 
+    let mut result = json!({
+        "machine": machine,
+        "apiserver": version.git_version,
+        "objects": {
+            "service_accounts": args.service_accounts,
+            "sa_namespaces": args.sa_namespaces,
+            "agent_pools": args.pools + 1,
+            "created_in_seconds": fill_seconds,
+            "watch_cached_service_accounts": cached_sas,
+            "watch_cached_agent_pools": cached_pools,
+            "all_service_accounts_cached_after_seconds": sas_after,
+            "all_agent_pools_indexed_after_seconds": pools_after,
+            "cached_service_accounts": fresh_sas,
+            "cached_agent_pools": fresh_pools,
+            "idle_cached_service_accounts": idle_sas,
+        },
+        "memory_kib": {
+            "idle": idle.rss_kib,
+            "filled_by_watch": grown.rss_kib,
+            "filled_at_start": fresh.rss_kib,
+            "peak_filling_at_start": fresh.hwm_kib,
+            "under_load_max": under_load_max,
+            "peak_since_start": after_load.hwm_kib,
+        },
+        "ready_seconds": {"idle": ready_idle.as_secs_f64(), "filled": ready_filled.as_secs_f64()},
+        "load": load_runs,
+    });
+    if args.memory_only {
+        webhook.stop();
+        return write_result(&args.out, &result);
+    }
+
     // 5. Pod creation through the API server, with and without the webhook.
     log("registering the webhook configurations");
     let ca_bundle = base64::engine::general_purpose::STANDARD.encode(&ca_pem);
@@ -695,46 +731,23 @@ pub async fn run(args: ClusterArgs) -> anyhow::Result<()> {
     let final_memory = procfs::memory(webhook.pid());
     webhook.stop();
 
-    let result = json!({
-        "machine": machine,
-        "apiserver": version.git_version,
-        "objects": {
-            "service_accounts": args.service_accounts,
-            "sa_namespaces": args.sa_namespaces,
-            "agent_pools": args.pools + 1,
-            "created_in_seconds": fill_seconds,
-            "watch_cached_service_accounts": cached_sas,
-            "watch_cached_agent_pools": cached_pools,
-            "all_service_accounts_cached_after_seconds": sas_after,
-            "all_agent_pools_indexed_after_seconds": pools_after,
-            "cached_service_accounts": fresh_sas,
-            "cached_agent_pools": fresh_pools,
-            "idle_cached_service_accounts": idle_sas,
-        },
-        "memory_kib": {
-            "idle": idle.rss_kib,
-            "filled_by_watch": grown.rss_kib,
-            "filled_at_start": fresh.rss_kib,
-            "peak_filling_at_start": fresh.hwm_kib,
-            "under_load_max": under_load_max,
-            "peak_since_start": after_load.hwm_kib,
-            "after_pod_creates": final_memory.rss_kib,
-        },
-        "ready_seconds": {"idle": ready_idle.as_secs_f64(), "filled": ready_filled.as_secs_f64()},
-        "load": load_runs,
-        "pod_create": {
-            "pods_each": args.pods,
-            "with_webhook": with,
-            "without_webhook": without,
-            "added_p50_ms": added_p50_ms,
-            "added_p99_ms": added_p99_ms,
-            "webhook_cpu_us_per_create": webhook_cpu_per_create,
-        },
+    result["memory_kib"]["after_pod_creates"] = json!(final_memory.rss_kib);
+    result["pod_create"] = json!({
+        "pods_each": args.pods,
+        "with_webhook": with,
+        "without_webhook": without,
+        "added_p50_ms": added_p50_ms,
+        "added_p99_ms": added_p99_ms,
+        "webhook_cpu_us_per_create": webhook_cpu_per_create,
     });
-    if let Some(parent) = args.out.parent() {
+    write_result(&args.out, &result)
+}
+
+fn write_result(out: &Path, result: &serde_json::Value) -> anyhow::Result<()> {
+    if let Some(parent) = out.parent() {
         std::fs::create_dir_all(parent)?;
     }
-    std::fs::write(&args.out, serde_json::to_vec_pretty(&result)?)?;
-    log(format!("wrote {}", args.out.display()));
+    std::fs::write(out, serde_json::to_vec_pretty(result)?)?;
+    log(format!("wrote {}", out.display()));
     Ok(())
 }

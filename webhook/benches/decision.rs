@@ -34,7 +34,7 @@ use wi_webhook::pod::{PodView, display_name};
 use wi_webhook::policy::crd::{AgentPool, AgentPoolSpec};
 use wi_webhook::policy::index::PoolIndex;
 use wi_webhook::policy::{Policy, Pool, Subject, rules};
-use wi_webhook::serviceaccounts::{ServiceAccounts, store_of};
+use wi_webhook::serviceaccounts::{SaAnnotations, ServiceAccounts, store_of};
 
 // The allocator of the wi-webhook binary.
 #[global_allocator]
@@ -169,7 +169,7 @@ fn bytes_of(v: Vec<u8>) -> axum::body::Bytes {
 fn parts(c: &mut Criterion) {
     let cfg = MutationConfig::new(fixtures::TENANT);
     let token_file = cfg.token_file();
-    let annotations = seed_annotations();
+    let annotations = SaAnnotations::of(&seed_annotations());
     let indexes = [
         (1, PoolIndex::build(&pool_list(0))),
         (5_000, PoolIndex::build(&pool_list(4_999))),

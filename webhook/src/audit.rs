@@ -2,14 +2,13 @@
 //! the pools' enforcement modes, over manifests or a live cluster. What a platform team runs
 //! in CI on its manifests repository, and on a cluster for what existed before the policy.
 
-use kube::runtime::reflector::{ObjectRef, Store};
 use serde::Serialize;
 use serde_json::Value;
 
 use crate::config::MutationConfig;
 use crate::pod::PodView;
 use crate::policy::{Policy, Subject, rules};
-use crate::serviceaccounts::{SaMeta, annotations};
+use crate::serviceaccounts::{SaCache, annotations};
 use crate::workloads::pod_pointer;
 
 /// One violation of one object.
@@ -34,7 +33,7 @@ pub struct Finding {
 
 pub struct Auditor {
     pub policy: Policy,
-    pub accounts: Store<SaMeta>,
+    pub accounts: SaCache,
     /// The webhook's tenant and token path, as `serve` would have them.
     pub config: MutationConfig,
 }
@@ -98,9 +97,7 @@ impl Auditor {
             Ok(s) => s,
             Err(d) => return vec![finding("", "", d.rule, "", d.message)],
         };
-        let sa = self
-            .accounts
-            .get(&ObjectRef::new(service_account).within(&namespace));
+        let sa = self.accounts.get(&namespace, service_account);
         let token_file = self.config.token_file();
         let mut evaluation = self.policy.evaluate(&Subject {
             pod: &view,

@@ -8,6 +8,26 @@ use wi_webhook::cli;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+// mimalloc 3 returns freed pages to the OS only after `purge_delay` (1 s by default, ten times
+// that for whole arena chunks) and only when it runs again: the pages the caches' initial
+// lists left behind stayed resident. 10 ms (mimalloc 2's default) returns them at once
+// (BENCHMARKS.md, memory). MIMALLOC_PURGE_DELAY still decides when set.
+const PURGE_DELAY_MS: std::ffi::c_long = 10;
+/// `mi_option_purge_delay` in mimalloc's `mi_option_e` (mimalloc.h, versions 2 and 3).
+const MI_OPTION_PURGE_DELAY: std::ffi::c_int = 15;
+
+unsafe extern "C" {
+    // Part of the linked mimalloc library; the Rust crate does not export it.
+    fn mi_option_set(option: std::ffi::c_int, value: std::ffi::c_long);
+}
+
+fn tune_allocator() {
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+        // SAFETY: sets a plain integer option; any value is valid.
+        unsafe { mi_option_set(MI_OPTION_PURGE_DELAY, PURGE_DELAY_MS) };
+    }
+}
+
 /// Azure Workload Identity mutating admission webhook for Azure DevOps agent pools.
 #[derive(Parser, Debug)]
 #[command(name = "wi-webhook", version, about)]
@@ -55,6 +75,7 @@ fn init_logging(level: &str, json: bool) {
 }
 
 fn main() -> ExitCode {
+    tune_allocator();
     let cli = Cli::parse();
     init_logging(&cli.log_level, cli.log_json);
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -35,7 +35,7 @@ pub struct Mutated {
 
 /// The cluster state the offline commands judge against: ServiceAccounts and AgentPools.
 pub struct ClusterState {
-    pub accounts: kube::runtime::reflector::Store<crate::serviceaccounts::SaMeta>,
+    pub accounts: crate::serviceaccounts::SaCache,
     pub policy: Policy,
 }
 

@@ -10,7 +10,6 @@
 pub mod raw;
 mod validate;
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
@@ -24,7 +23,7 @@ use crate::keys;
 use crate::mutation::{self, Context};
 use crate::pod::{PodView, display_name};
 use crate::policy::{self, Policy, Subject, Verdict, Violation};
-use crate::serviceaccounts::{SaMeta, ServiceAccounts, annotations};
+use crate::serviceaccounts::{SaAnnotations, SaMeta, ServiceAccounts, annotations};
 pub use raw::{PodObject, RawObject};
 
 /// A body the webhook cannot answer with an AdmissionReview: rendered as HTTP 400.
@@ -229,7 +228,7 @@ impl Admitter {
         view: &PodView<'_>,
         namespace: &str,
         service_account: &str,
-        sa_annotations: Option<&BTreeMap<String, String>>,
+        sa_annotations: Option<&SaAnnotations>,
     ) -> (
         policy::Evaluation,
         Result<Verdict, (Denial, Vec<Violation>)>,

@@ -1,11 +1,10 @@
 //! Which identity a pod gets: client id, tenant and token lifetime (SPEC section 2, steps 1-3).
 
-use std::collections::BTreeMap;
-
 use crate::config::MutationConfig;
 use crate::denial::Denial;
 use crate::keys;
 use crate::pod::PodView;
+use crate::serviceaccounts::SaAnnotations;
 
 /// The identity of the AgentPool that owns the pod, when the pool policy found one.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -26,7 +25,7 @@ pub struct Identity {
 /// webhook's tenant, in that order of precedence.
 pub fn resolve(
     pod: &PodView<'_>,
-    sa_annotations: &BTreeMap<String, String>,
+    sa_annotations: &SaAnnotations,
     pool: Option<&PoolIdentity>,
     cfg: &MutationConfig,
 ) -> Result<Identity, Denial> {

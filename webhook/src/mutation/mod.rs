@@ -10,8 +10,6 @@
 pub mod identity;
 pub mod proxy;
 
-use std::collections::BTreeMap;
-
 use json_patch::jsonptr::PointerBuf;
 use json_patch::{AddOperation, Patch, PatchOperation};
 use serde_json::{Value, json};
@@ -20,6 +18,7 @@ use crate::config::MutationConfig;
 use crate::denial::Denial;
 use crate::keys;
 use crate::pod::{ContainerList, PodView, container_name, list_field};
+use crate::serviceaccounts::SaAnnotations;
 
 pub use identity::{Identity, PoolIdentity};
 
@@ -27,7 +26,7 @@ pub use identity::{Identity, PoolIdentity};
 #[derive(Clone, Copy, Debug)]
 pub struct Context<'a> {
     /// Annotations of the pod's ServiceAccount.
-    pub sa_annotations: &'a BTreeMap<String, String>,
+    pub sa_annotations: &'a SaAnnotations,
     /// The owning AgentPool's identity, when the pool policy found one.
     pub pool: Option<&'a PoolIdentity>,
 }

@@ -1,7 +1,5 @@
 //! Unit and property tests of the mutation on raw pod JSON.
 
-use std::collections::BTreeMap;
-
 use json_patch::PatchOperation;
 use proptest::prelude::*;
 use serde_json::{Value, json};
@@ -16,20 +14,17 @@ fn cfg() -> MutationConfig {
     MutationConfig::new(TENANT)
 }
 
-fn sa(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
+fn sa(pairs: &[(&str, &str)]) -> SaAnnotations {
+    pairs.iter().copied().collect()
 }
 
-fn agent_sa() -> BTreeMap<String, String> {
+fn agent_sa() -> SaAnnotations {
     sa(&[(keys::CLIENT_ID, "client-a"), (keys::TENANT_ID, "tenant-a")])
 }
 
 fn mutate_with(
     pod: &Value,
-    sa: &BTreeMap<String, String>,
+    sa: &SaAnnotations,
     pool: Option<&PoolIdentity>,
     cfg: &MutationConfig,
 ) -> Result<(json_patch::Patch, Value), Denial> {
@@ -144,7 +139,7 @@ fn empty_values_are_not_injected() {
 #[test]
 fn tenant_precedence_sa_then_pool_then_webhook() {
     let p = pod(json!({"containers": [{"name": "app"}]}));
-    let tenant = |sa_ann: &BTreeMap<String, String>, pool: Option<&PoolIdentity>| {
+    let tenant = |sa_ann: &SaAnnotations, pool: Option<&PoolIdentity>| {
         let (_, out) = mutate_with(&p, sa_ann, pool, &cfg()).unwrap();
         env_of(&out["spec"]["containers"][0])
             .into_iter()
@@ -192,7 +187,7 @@ fn token_expiration_pod_over_sa_over_default_within_range() {
         }
         let mut s = agent_sa();
         if let Some(v) = sa_ann {
-            s.insert(keys::TOKEN_EXPIRATION.into(), v.into());
+            s.insert(keys::TOKEN_EXPIRATION, v.into());
         }
         mutate_with(&p, &s, None, &cfg()).map(|(_, out)| {
             out["spec"]["volumes"][0]["projected"]["sources"][0]["serviceAccountToken"]

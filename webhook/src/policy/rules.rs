@@ -1,7 +1,7 @@
 //! The pool isolation checks of SPEC section 4, as a pure function of the pod, its
 //! ServiceAccount and the pool index. Each check has a stable rule id printed in its message.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use serde_json::Value;
@@ -10,6 +10,7 @@ use super::crd::{AZP_POOL, Enforcement, POOL_LABEL};
 use super::index::{Pool, PoolIndex, client_key};
 use crate::keys;
 use crate::pod::{ContainerList, PodView, container_name};
+use crate::serviceaccounts::SaAnnotations;
 
 /// Rule ids: stable, printed in every message, used as metric labels.
 pub mod rule {
@@ -65,7 +66,7 @@ pub struct Subject<'a> {
     pub namespace: &'a str,
     pub service_account: &'a str,
     /// `None` when the ServiceAccount is unknown (a workload created before it).
-    pub sa_annotations: Option<&'a BTreeMap<String, String>>,
+    pub sa_annotations: Option<&'a SaAnnotations>,
     /// The webhook's tenant, the pool's when the pool names none.
     pub default_tenant: &'a str,
     /// `AZURE_FEDERATED_TOKEN_FILE` as the webhook injects it.

@@ -323,7 +323,7 @@ impl Pod {
                 pod: &view,
                 namespace,
                 service_account: "agent-a",
-                sa_annotations: Some(&BTreeMap::new()),
+                sa_annotations: Some(&Default::default()),
                 default_tenant: "tenant",
                 token_file: "/var/run/secrets/azure/tokens/azure-identity-token",
             },

@@ -2,6 +2,8 @@
 //! conflicts when they change, and writes each pool's conflicts into its status.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
 
 use futures::StreamExt;
 use kube::api::{Patch, PatchParams};
@@ -13,19 +15,27 @@ use serde_json::json;
 use super::crd::{AgentPool, AgentPoolStatus, Condition, PoolConflict};
 use super::{Policy, Pool, PoolIndex};
 
+/// How long the stream must be quiet before a burst of events (1,000 pools created at once,
+/// or the echoes of our own status writes) is indexed once, and the longest a burst may defer
+/// the index.
+const QUIET: Duration = Duration::from_millis(10);
+const MAX_DEFER: Duration = Duration::from_millis(200);
+
 /// Starts watching AgentPools; the returned store is ready after the first full list.
 pub fn spawn(client: Client, policy: Policy) -> Store<AgentPool> {
     let api: Api<AgentPool> = Api::all(client);
     let (store, writer) = reflector::store();
     let stream = reflector::reflector(
         writer,
-        watcher(api.clone(), watcher::Config::default()).default_backoff(),
+        watcher(api.clone(), crate::serviceaccounts::list_config())
+            .default_backoff()
+            .modify(slim),
     );
     let reader = store.clone();
     // Status writes go to their own task, which always takes the newest snapshot: a burst of
     // events (1,000 pools created at once) must neither delay the index behind one PATCH per
     // pool per event nor queue writes that are already stale.
-    type Snapshot = (Vec<AgentPool>, BTreeMap<String, Vec<PoolConflict>>);
+    type Snapshot = (Vec<Arc<AgentPool>>, BTreeMap<String, Vec<PoolConflict>>);
     let (status_tx, mut status_rx) = tokio::sync::watch::channel::<Option<Snapshot>>(None);
     let status_api = api.clone();
     tokio::spawn(async move {
@@ -39,21 +49,29 @@ pub fn spawn(client: Client, policy: Policy) -> Store<AgentPool> {
     tokio::spawn(async move {
         let mut stream = std::pin::pin!(stream);
         let mut last: BTreeMap<String, Vec<PoolConflict>> = BTreeMap::new();
+        let mut pending = Pending::default();
         while let Some(event) = stream.next().await {
-            match event {
-                // The store is only complete after InitDone; until then keep the old index.
-                Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => continue,
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::warn!(error = %e, "AgentPool watch error (is the CRD installed?)");
-                    continue;
+            pending.note(&event);
+            if !pending.due() {
+                continue;
+            }
+            // Index once the burst is over: the store already holds every event read.
+            let deadline = tokio::time::Instant::now() + MAX_DEFER;
+            while tokio::time::Instant::now() < deadline {
+                match tokio::time::timeout(QUIET, stream.next()).await {
+                    Ok(Some(event)) => pending.note(&event),
+                    Ok(None) | Err(_) => break,
                 }
             }
-            let pools: Vec<AgentPool> = reader.state().iter().map(|p| (**p).clone()).collect();
+            if !pending.due() {
+                continue;
+            }
+            pending.changed = false;
+            let pools: Vec<Arc<AgentPool>> = reader.state();
             let index = PoolIndex::build(
                 pools
                     .iter()
-                    .filter_map(Pool::from_resource)
+                    .filter_map(|p| Pool::from_resource(p))
                     .collect::<Vec<_>>()
                     .iter(),
             );
@@ -71,6 +89,43 @@ pub fn spawn(client: Client, policy: Policy) -> Store<AgentPool> {
         }
     });
     store
+}
+
+/// What the events read since the last index call for.
+#[derive(Debug, Default)]
+struct Pending {
+    /// A (re-)list is in progress: the store is only complete after InitDone; until then keep
+    /// the old index.
+    listing: bool,
+    /// The store changed since the index was built.
+    changed: bool,
+}
+
+impl Pending {
+    fn note(&mut self, event: &Result<watcher::Event<AgentPool>, watcher::Error>) {
+        match event {
+            Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => self.listing = true,
+            Ok(_) => {
+                self.listing = false;
+                self.changed = true;
+            }
+            // The backoff retries.
+            Err(e) => tracing::warn!(error = %e, "AgentPool watch error (is the CRD installed?)"),
+        }
+    }
+
+    fn due(&self) -> bool {
+        self.changed && !self.listing
+    }
+}
+
+/// What the store keeps of an AgentPool: its name, spec and status. managedFields, labels and
+/// annotations (kubectl's last-applied-configuration, for one) are never read.
+pub fn slim(pool: &mut AgentPool) {
+    let meta = &mut pool.metadata;
+    meta.managed_fields = None;
+    meta.labels = None;
+    meta.annotations = None;
 }
 
 /// The status a pool should have for its conflicts.
@@ -108,7 +163,7 @@ pub fn desired_status(conflicts: &[PoolConflict]) -> AgentPoolStatus {
 /// back as watch events, settle at once). Failures are logged; the next event retries.
 async fn write_status(
     api: &Api<AgentPool>,
-    pools: &[AgentPool],
+    pools: &[Arc<AgentPool>],
     conflicts: &BTreeMap<String, Vec<PoolConflict>>,
 ) {
     for pool in pools {
@@ -139,5 +194,65 @@ async fn write_status(
             Err(kube::Error::Api(s)) if s.code == 404 => {}
             Err(e) => tracing::warn!(pool = name, error = %e, "cannot write AgentPool status"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
+
+    fn pool(name: &str) -> AgentPool {
+        let spec = serde_json::from_value(json!({
+            "team": "t",
+            "identity": {"clientId": "c"},
+            "namespaces": ["ns"],
+            "serviceAccounts": ["sa"],
+        }))
+        .unwrap();
+        AgentPool::new(name, spec)
+    }
+
+    #[test]
+    fn slim_keeps_name_spec_and_status() {
+        let mut p = pool("p");
+        p.metadata.managed_fields = Some(vec![ManagedFieldsEntry::default()]);
+        p.metadata.labels = Some(BTreeMap::from([("a".into(), "b".into())]));
+        p.metadata.annotations = Some(BTreeMap::from([("a".into(), "b".into())]));
+        p.metadata.resource_version = Some("7".into());
+        p.status = Some(desired_status(&[]));
+        let want_spec = p.spec.clone();
+        let want_status = p.status.clone();
+        slim(&mut p);
+        assert_eq!(p.metadata.name.as_deref(), Some("p"));
+        assert_eq!(p.metadata.resource_version.as_deref(), Some("7"));
+        assert!(p.metadata.managed_fields.is_none());
+        assert!(p.metadata.labels.is_none());
+        assert!(p.metadata.annotations.is_none());
+        assert_eq!(p.spec, want_spec);
+        assert_eq!(p.status, want_status);
+    }
+
+    #[test]
+    fn the_index_waits_for_a_complete_list_and_a_change() {
+        use watcher::Event;
+        let mut pending = Pending::default();
+        assert!(!pending.due());
+        pending.note(&Ok(Event::Init));
+        pending.note(&Ok(Event::InitApply(pool("a"))));
+        assert!(!pending.due());
+        pending.note(&Ok(Event::InitDone));
+        assert!(pending.due());
+        pending.changed = false;
+        // An error alone changes nothing.
+        pending.note(&Err(watcher::Error::NoResourceVersion));
+        assert!(!pending.due());
+        pending.note(&Ok(Event::Apply(pool("a"))));
+        assert!(pending.due());
+        // A re-list starting defers the index even with a change pending.
+        pending.note(&Ok(Event::Init));
+        assert!(!pending.due());
+        pending.note(&Ok(Event::InitDone));
+        assert!(pending.due());
     }
 }
