@@ -315,9 +315,9 @@ fn finish<T: Resource>(
         Ok(patch) if patch.0.is_empty() => AdmissionResponse::from(req),
         Ok(patch) => {
             outcome.decision = Decision::Mutated;
-            let mut response = AdmissionResponse::from(req);
-            response.patch = Some(encode_patch(&patch)?);
-            response
+            AdmissionResponse::from(req)
+                .with_patch(patch)
+                .map_err(|e| BadReview(format!("cannot serialise the patch: {e}")))?
         }
         Err(denial) => {
             outcome.decision = Decision::Denied;
@@ -334,16 +334,6 @@ fn finish<T: Resource>(
     outcome.violations = verdict.violations;
     outcome.review = response.into_review();
     Ok(())
-}
-
-/// The patch's JSON, as `AdmissionResponse::with_patch` writes it, into a buffer sized for a
-/// typical patch at once (growing it was a visible share of a decision). `api::wire` sends
-/// it as a JSONPatch.
-fn encode_patch(patch: &json_patch::Patch) -> Result<Vec<u8>, BadReview> {
-    let mut out = Vec::with_capacity(4096);
-    serde_json::to_writer(&mut out, patch)
-        .map_err(|e| BadReview(format!("cannot serialise the patch: {e}")))?;
-    Ok(out)
 }
 
 fn deny<T: Resource>(req: &AdmissionRequest<T>, denial: &Denial) -> AdmissionResponse {

@@ -51,8 +51,8 @@ impl Serialize for Response<'_> {
         map.serialize_entry("status", &r.result)?;
         if let Some(patch) = &r.patch {
             map.serialize_entry("patch", &Base64(patch))?;
-            // `patch_type` is private to kube-core; every patch the webhook answers is a
-            // JSON Patch (`with_patch` sets that, and `admission` sets the bytes directly).
+            // `patch_type` is private to kube-core; `with_patch`, the only way to set a
+            // patch, sets it to JSONPatch together with the patch.
             map.serialize_entry("patchType", "JSONPatch")?;
         }
         if !r.audit_annotations.is_empty() {
