@@ -149,15 +149,26 @@ impl Offline {
             Err(denial) => result.denial = Some(denial),
             Ok(patch) => {
                 let target = result.object.pointer_mut(pointer).expect("looked up above");
-                if let Err(e) = json_patch::patch(target, &patch.0) {
-                    // The patch is computed on this very object; failing to apply is a bug.
-                    result.denial = Some(Denial {
-                        code: 500,
-                        rule: "internal",
-                        message: format!("pod {display}: the computed patch does not apply: {e}"),
+                let applied = patch
+                    .to_json_patch()
+                    .map_err(|e| e.to_string())
+                    .and_then(|p| {
+                        json_patch::patch(target, &p.0)
+                            .map(|()| p)
+                            .map_err(|e| e.to_string())
                     });
-                } else {
-                    result.patch = patch;
+                match applied {
+                    Ok(p) => result.patch = p,
+                    // The patch is computed on this very object; failing to apply is a bug.
+                    Err(e) => {
+                        result.denial = Some(Denial {
+                            code: 500,
+                            rule: "internal",
+                            message: format!(
+                                "pod {display}: the computed patch does not apply: {e}"
+                            ),
+                        })
+                    }
                 }
             }
         }

@@ -7,13 +7,14 @@
 //! `validate` for the pool policy on everything else (unlabelled pods, ephemeral containers,
 //! workload templates, AgentPools themselves).
 
+mod envelope;
 pub mod raw;
 mod validate;
 
 use std::sync::Arc;
 
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
-use kube::core::{DynamicObject, Resource};
+use kube::core::{DynamicObject, Resource, TypeMeta};
 use serde_json::Value;
 use thiserror::Error;
 
@@ -79,7 +80,7 @@ impl Outcome {
 #[derive(Debug)]
 pub struct PodDecision {
     /// The patch (empty: allowed unchanged), or why it is refused.
-    pub result: Result<json_patch::Patch, Denial>,
+    pub result: Result<mutation::Patch, Denial>,
     /// Pool violations and what they do (warnings, audit annotations).
     pub verdict: Verdict,
     pub pool: Option<String>,
@@ -88,7 +89,7 @@ pub struct PodDecision {
 impl Default for PodDecision {
     fn default() -> Self {
         PodDecision {
-            result: Ok(json_patch::Patch(vec![])),
+            result: Ok(mutation::Patch::default()),
             verdict: Verdict::default(),
             pool: None,
         }
@@ -115,26 +116,29 @@ pub fn operation_name(op: &Operation) -> &'static str {
 }
 
 /// Decodes a request body into an AdmissionRequest (v1 or v1beta1), the object as
-/// [`RawObject`] (whole) or [`PodObject`] (what the mutating decision reads).
+/// [`RawObject`] (whole) or [`PodObject`] (what the mutating decision reads), the request's
+/// user, `requestKind`, `requestResource` and `options` skipped (`envelope`).
 pub fn decode<T>(body: &[u8]) -> Result<AdmissionRequest<T>, BadReview>
 where
     T: Resource<DynamicType = ()> + serde::de::DeserializeOwned,
 {
-    let review: AdmissionReview<T> = serde_json::from_slice(body)
+    let review: envelope::AdmissionReview<T> = serde_json::from_slice(body)
         .map_err(|e| BadReview(format!("body is not an AdmissionReview: {e}")))?;
-    if review.types.kind != "AdmissionReview"
-        || !VERSIONS.contains(&review.types.api_version.as_str())
-    {
+    if review.kind != "AdmissionReview" || !VERSIONS.contains(&review.api_version.as_str()) {
         return Err(BadReview(format!(
             "expected kind AdmissionReview in {}, got kind {:?} apiVersion {:?}",
             VERSIONS.join(" or "),
-            review.types.kind,
-            review.types.api_version
+            review.kind,
+            review.api_version
         )));
     }
-    let request: AdmissionRequest<T> = review
-        .try_into()
-        .map_err(|_| BadReview("AdmissionReview has no request".into()))?;
+    let request = review
+        .request
+        .ok_or_else(|| BadReview("AdmissionReview has no request".into()))?
+        .into_admission_request(TypeMeta {
+            api_version: review.api_version,
+            kind: review.kind,
+        });
     if request.uid.is_empty() {
         return Err(BadReview("AdmissionReview request has no uid".into()));
     }
@@ -263,12 +267,12 @@ impl Admitter {
         namespace: &str,
         display: &str,
         decision: &mut PodDecision,
-    ) -> Result<json_patch::Patch, Denial> {
+    ) -> Result<mutation::Patch, Denial> {
         let view = PodView::new(pod, display)?;
         // The webhook configuration selects on this label; checking it here too means a
         // configuration without the objectSelector cannot inject into every pod.
         if view.label(keys::USE_LABEL) != Some("true") {
-            return Ok(json_patch::Patch(vec![]));
+            return Ok(mutation::Patch::default());
         }
         let sa_name = view.service_account()?;
         let Some(sa) = self.service_account(namespace, sa_name, display).await? else {
@@ -312,12 +316,16 @@ fn finish<T: Resource>(
     } = decision;
     outcome.pool = pool;
     let mut response = match result {
-        Ok(patch) if patch.0.is_empty() => AdmissionResponse::from(req),
+        Ok(patch) if patch.is_empty() => AdmissionResponse::from(req),
         Ok(patch) => {
             outcome.decision = Decision::Mutated;
-            AdmissionResponse::from(req)
-                .with_patch(patch)
-                .map_err(|e| BadReview(format!("cannot serialise the patch: {e}")))?
+            // The patch is already JSON text: set as bytes, where `with_patch` would
+            // serialise a `json_patch::Patch` again. `patch_type` is private to kube-core,
+            // so it stays unset here; `api::wire` writes `patchType: JSONPatch` with
+            // every patch.
+            let mut response = AdmissionResponse::from(req);
+            response.patch = Some(patch.to_bytes());
+            response
         }
         Err(denial) => {
             outcome.decision = Decision::Denied;

@@ -151,3 +151,22 @@ proptest! {
         prop_assert_eq!(whole, pruned);
     }
 }
+
+#[test]
+fn the_envelope_requires_user_info_and_skips_what_no_decision_reads() {
+    let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": {}});
+    let mut body: Value = serde_json::from_slice(&review(&pod, "ns")).unwrap();
+    // Fields no decision reads are skipped whatever their shape.
+    body["request"]["options"] = json!([1, "not an object"]);
+    body["request"]["requestKind"] = json!(7);
+    body["request"]["userInfo"] = json!("any JSON value");
+    let request = decode::<PodObject>(&serde_json::to_vec(&body).unwrap()).expect("decodes");
+    assert_eq!(request.uid, "u");
+    assert_eq!(request.namespace.as_deref(), Some("ns"));
+    assert_eq!(request.types.api_version, "admission.k8s.io/v1");
+    assert!(request.options.is_none() && request.request_kind.is_none());
+    // userInfo is still required, as the API defines it.
+    body["request"].as_object_mut().unwrap().remove("userInfo");
+    let refused = decode::<RawObject>(&serde_json::to_vec(&body).unwrap()).unwrap_err();
+    assert!(refused.0.contains("missing field `userInfo`"), "{refused}");
+}

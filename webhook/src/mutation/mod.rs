@@ -8,10 +8,13 @@
 //! (or after another webhook renamed the pod or added containers) yields an empty patch.
 
 pub mod identity;
+pub mod patch;
 pub mod proxy;
 
-use json_patch::jsonptr::PointerBuf;
-use json_patch::{AddOperation, Patch, PatchOperation};
+use std::cell::RefCell;
+
+use serde::Serialize;
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 use crate::config::MutationConfig;
@@ -21,6 +24,8 @@ use crate::pod::{ContainerList, PodView, container_name, list_field};
 use crate::serviceaccounts::SaAnnotations;
 
 pub use identity::{Identity, PoolIdentity};
+pub use patch::Patch;
+use patch::text;
 
 /// What the mutation knows besides the pod and the webhook's configuration.
 #[derive(Clone, Copy, Debug)]
@@ -36,23 +41,27 @@ pub fn mutate(pod: &PodView<'_>, ctx: Context<'_>, cfg: &MutationConfig) -> Resu
     let identity = identity::resolve(pod, ctx.sa_annotations, ctx.pool, cfg)?;
     let proxy_port = proxy::requested_port(pod)?;
     let skip = skip_list(pod);
-    let env = Injected::new(&identity.env(cfg), cfg);
-    let mut ops = Vec::new();
+    let env = Injected::new(identity.env(cfg), cfg);
+    let mut patch = Patch::default();
 
     for list in ContainerList::ALL {
         for (i, c) in pod.containers(list)?.iter().enumerate() {
             if skip.contains(&container_name(c)) {
                 continue;
             }
-            let at = format!("spec.{}[{i}]", list.field());
-            container_ops(&mut ops, c, &at, &env, cfg, pod.display())?;
+            let field = list.field();
+            let at = Location {
+                message: &format!("spec.{field}[{i}]"),
+                path: &format!("/spec/{field}/{i}"),
+            };
+            container_ops(&mut patch, c, at, &env, cfg, pod.display())?;
         }
     }
-    volume_op(&mut ops, pod, &identity, cfg)?;
+    volume_op(&mut patch, pod, &identity, cfg)?;
     if let Some(port) = proxy_port {
-        proxy_ops(&mut ops, pod, port, &skip, &env, cfg)?;
+        proxy_ops(&mut patch, pod, port, &skip, &env, cfg)?;
     }
-    Ok(Patch(ops))
+    Ok(patch)
 }
 
 /// Container names from `skip-containers`, `;`-separated and trimmed.
@@ -67,60 +76,92 @@ fn skip_list<'a>(pod: &PodView<'a>) -> Vec<&'a str> {
         .unwrap_or_default()
 }
 
-/// What every container gets, built once per pod and cloned into each: the env entries
-/// (empty values are never injected) and the token mount.
+/// What every container gets, built once per pod: the env entries (empty values are never
+/// injected) and the token mount, as values and as JSON text.
 struct Injected {
-    env: Vec<(&'static str, Value)>,
-    mount: Value,
+    /// Name and value of each env var, in order.
+    vars: Vec<(&'static str, String)>,
+    env: Vec<Box<RawValue>>,
+    mount: Box<RawValue>,
 }
 
 impl Injected {
-    fn new(env: &[(&'static str, String)], cfg: &MutationConfig) -> Self {
+    fn new(mut vars: Vec<(&'static str, String)>, cfg: &MutationConfig) -> Self {
+        vars.retain(|(_, value)| !value.is_empty());
         Injected {
-            env: env
+            env: vars
                 .iter()
-                .filter(|(_, value)| !value.is_empty())
-                .map(|(name, value)| (*name, json!({"name": name, "value": value})))
+                .map(|(name, value)| text(&EnvVar { name, value }))
                 .collect(),
-            mount: json!({"name": cfg.volume_name, "mountPath": cfg.mount_path, "readOnly": true}),
+            vars,
+            mount: text(&Mount::of(cfg)),
         }
     }
 }
 
-/// `spec.containers[3]` -> `/spec/containers/3`
-fn pointer(at: &str) -> PointerBuf {
-    let tokens = at.split(['.', '[']).map(|t| t.trim_end_matches(']'));
-    PointerBuf::from_tokens(tokens)
+/// An injected env var; serialised straight to text (no `Value` in between), with the
+/// fields in the order of the `Value` that `complete_injected` builds.
+#[derive(Serialize)]
+struct EnvVar<'a> {
+    name: &'a str,
+    value: &'a str,
 }
 
-fn add(ops: &mut Vec<PatchOperation>, path: PointerBuf, value: Value) {
-    ops.push(PatchOperation::Add(AddOperation { path, value }));
+fn env_entry(name: &str, value: &str) -> Value {
+    json!({"name": name, "value": value})
+}
+
+/// The token mount, as text and as a value.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Mount<'a> {
+    name: &'a str,
+    mount_path: &'a str,
+    read_only: bool,
+}
+
+impl<'a> Mount<'a> {
+    fn of(cfg: &'a MutationConfig) -> Self {
+        Mount {
+            name: &cfg.volume_name,
+            mount_path: &cfg.mount_path,
+            read_only: true,
+        }
+    }
+}
+
+fn mount(cfg: &MutationConfig) -> Value {
+    serde_json::to_value(Mount::of(cfg)).expect("a mount serialises")
+}
+
+/// Where a container is: `spec.containers[3]` for messages, `/spec/containers/3` in the patch.
+#[derive(Clone, Copy)]
+struct Location<'a> {
+    message: &'a str,
+    path: &'a str,
 }
 
 /// Appends `items` to the list `field` of the object at `at`, creating it where absent.
-fn append(ops: &mut Vec<PatchOperation>, at: &str, field: &str, exists: bool, items: Vec<Value>) {
+fn append(patch: &mut Patch, at: &str, field: &str, exists: bool, items: Vec<Box<RawValue>>) {
     if items.is_empty() {
         return;
     }
-    let mut path = pointer(at);
-    path.push_back(field);
     if exists {
         for item in items {
-            let mut p = path.clone();
-            p.push_back("-");
-            add(ops, p, item);
+            patch.add(format!("{at}/{field}/-"), item);
         }
     } else {
-        add(ops, path, Value::Array(items));
+        patch.add(format!("{at}/{field}"), text(&items));
     }
 }
 
-/// The env vars and token mount one container lacks: env by name, the mount by path.
+/// The env vars (indices into `Injected`) and token mount one container lacks: env by
+/// name, the mount by path.
 struct Missing {
     env_exists: bool,
-    env: Vec<Value>,
+    env: Vec<usize>,
     mounts_exist: bool,
-    mount: Option<Value>,
+    mount: bool,
 }
 
 fn missing(
@@ -137,11 +178,8 @@ fn missing(
                 .any(|v| v.get("name").and_then(Value::as_str) == Some(name))
         })
     };
-    let new_env = env
-        .env
-        .iter()
-        .filter(|(name, _)| !has_env(name))
-        .map(|(_, entry)| entry.clone())
+    let new_env = (0..env.vars.len())
+        .filter(|&i| !has_env(env.vars[i].0))
         .collect();
 
     let mounts = list_field(c, "volumeMounts", display, at)?;
@@ -157,27 +195,23 @@ fn missing(
         env_exists: existing_env.is_some(),
         env: new_env,
         mounts_exist: mounts.is_some(),
-        mount: (!mounted).then(|| env.mount.clone()),
+        mount: !mounted,
     })
 }
 
 fn container_ops(
-    ops: &mut Vec<PatchOperation>,
+    patch: &mut Patch,
     c: &Value,
-    at: &str,
+    at: Location<'_>,
     env: &Injected,
     cfg: &MutationConfig,
     display: &str,
 ) -> Result<(), Denial> {
-    let m = missing(c, at, env, cfg, display)?;
-    append(ops, at, "env", m.env_exists, m.env);
-    append(
-        ops,
-        at,
-        "volumeMounts",
-        m.mounts_exist,
-        m.mount.into_iter().collect(),
-    );
+    let m = missing(c, at.message, env, cfg, display)?;
+    let new_env = m.env.iter().map(|&i| env.env[i].clone()).collect();
+    append(patch, at.path, "env", m.env_exists, new_env);
+    let new_mount = m.mount.then(|| env.mount.clone()).into_iter().collect();
+    append(patch, at.path, "volumeMounts", m.mounts_exist, new_mount);
     Ok(())
 }
 
@@ -194,17 +228,18 @@ fn complete_injected(
     env_list
         .as_array_mut()
         .expect("injected env is a list")
-        .extend(m.env);
-    obj.insert(
-        "volumeMounts".into(),
-        Value::Array(m.mount.into_iter().collect()),
-    );
+        .extend(m.env.iter().map(|&i| {
+            let (name, value) = &env.vars[i];
+            env_entry(name, value)
+        }));
+    let mounts = if m.mount { vec![mount(cfg)] } else { vec![] };
+    obj.insert("volumeMounts".into(), Value::Array(mounts));
     Ok(c)
 }
 
 /// The projected token volume, added even when every container is skipped.
 fn volume_op(
-    ops: &mut Vec<PatchOperation>,
+    patch: &mut Patch,
     pod: &PodView<'_>,
     identity: &Identity,
     cfg: &MutationConfig,
@@ -227,55 +262,162 @@ fn volume_op(
     if present {
         return Ok(());
     }
-    let volume = json!({
-        "name": cfg.volume_name,
-        "projected": {"sources": [{"serviceAccountToken": {
-            "audience": cfg.audience,
-            "expirationSeconds": identity.token_expiration,
-            "path": keys::TOKEN_PATH
-        }}]}
-    });
-    append(ops, "spec", "volumes", volumes.is_some(), vec![volume]);
+    // {"name", "projected": {"sources": [{"serviceAccountToken": {"audience",
+    // "expirationSeconds", "path"}}]}}, written without a `Value` in between.
+    #[derive(Serialize)]
+    struct Volume<'a> {
+        name: &'a str,
+        projected: Projected<'a>,
+    }
+    #[derive(Serialize)]
+    struct Projected<'a> {
+        sources: [Source<'a>; 1],
+    }
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Source<'a> {
+        service_account_token: Token<'a>,
+    }
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Token<'a> {
+        audience: &'a str,
+        expiration_seconds: i64,
+        path: &'a str,
+    }
+    let volume = Volume {
+        name: &cfg.volume_name,
+        projected: Projected {
+            sources: [Source {
+                service_account_token: Token {
+                    audience: &cfg.audience,
+                    expiration_seconds: identity.token_expiration,
+                    path: keys::TOKEN_PATH,
+                },
+            }],
+        },
+    };
+    append(
+        patch,
+        "/spec",
+        "volumes",
+        volumes.is_some(),
+        vec![text(&volume)],
+    );
     Ok(())
+}
+
+/// Everything the completed proxy containers depend on.
+#[derive(Clone, Copy, PartialEq)]
+struct ProxyKey<'a> {
+    port: u16,
+    cfg: &'a MutationConfig,
+    vars: &'a [(&'static str, String)],
+    /// Whether `azwi-proxy-init` and `azwi-proxy` are in `skip-containers`.
+    skipped: [bool; 2],
+}
+
+/// A [`ProxyKey`] kept with what was built for it.
+struct Built {
+    port: u16,
+    cfg: MutationConfig,
+    vars: Vec<(&'static str, String)>,
+    skipped: [bool; 2],
+    containers: [Box<RawValue>; 2],
+}
+
+impl Built {
+    fn key(&self) -> ProxyKey<'_> {
+        ProxyKey {
+            port: self.port,
+            cfg: &self.cfg,
+            vars: &self.vars,
+            skipped: self.skipped,
+        }
+    }
+}
+
+/// `azwi-proxy-init` and `azwi-proxy` with the identity env and mount (unless skipped), as
+/// JSON text. Built once and copied: building them was the largest part of mutating a pod
+/// that asks for the proxy (BENCHMARKS.md). The cache is per thread and keyed on everything
+/// they depend on, so it is never stale; consecutive pods of one pool share it.
+fn proxy_text(
+    key: ProxyKey<'_>,
+    env: &Injected,
+    display: &str,
+) -> Result<[Box<RawValue>; 2], Denial> {
+    thread_local! {
+        static LAST: RefCell<Option<Built>> = const { RefCell::new(None) };
+    }
+    if let Some(hit) = LAST.with_borrow(|last| {
+        last.as_ref()
+            .filter(|b| b.key() == key)
+            .map(|b| b.containers.clone())
+    }) {
+        return Ok(hit);
+    }
+    let finish = |c: Value, skipped: bool| -> Result<Box<RawValue>, Denial> {
+        let c = if skipped {
+            c
+        } else {
+            complete_injected(c, env, key.cfg, display)?
+        };
+        Ok(text(&c))
+    };
+    let containers = [
+        finish(proxy::init_container(key.port, key.cfg), key.skipped[0])?,
+        finish(proxy::sidecar(key.port, key.cfg), key.skipped[1])?,
+    ];
+    LAST.set(Some(Built {
+        port: key.port,
+        cfg: key.cfg.clone(),
+        vars: key.vars.to_vec(),
+        skipped: key.skipped,
+        containers: containers.clone(),
+    }));
+    Ok(containers)
 }
 
 /// Inserts `azwi-proxy-init` first among the init containers, and `azwi-proxy` right after it
 /// (native sidecar) or first among the containers. Runs after every index-based operation on
 /// existing containers, since insertion shifts indices.
 fn proxy_ops(
-    ops: &mut Vec<PatchOperation>,
+    patch: &mut Patch,
     pod: &PodView<'_>,
     port: u16,
     skip: &[&str],
     env: &Injected,
     cfg: &MutationConfig,
 ) -> Result<(), Denial> {
-    let finish = |c: Value, name: &str| -> Result<Value, Denial> {
-        if skip.contains(&name) {
-            Ok(c)
-        } else {
-            complete_injected(c, env, cfg, pod.display())
-        }
-    };
     let inits = pod.containers(ContainerList::Init)?;
     let init_field_exists = !matches!(pod.spec().get("initContainers"), None | Some(Value::Null));
-    let mut new_inits: Vec<(usize, Value)> = Vec::new();
+    let mut new_inits: Vec<(usize, Box<RawValue>)> = Vec::new();
 
     // Where the native sidecar goes: right after azwi-proxy-init, wherever that is.
     let mut sidecar_index = inits
         .iter()
         .position(|c| container_name(c) == keys::PROXY_INIT_CONTAINER)
         .map_or(0, |i| i + 1);
-    let (init, sidecar) = proxy::containers(port, cfg);
-    if !pod.has_container(keys::PROXY_INIT_CONTAINER)? {
-        new_inits.push((0, finish(init, keys::PROXY_INIT_CONTAINER)?));
+    let has_init = pod.has_container(keys::PROXY_INIT_CONTAINER)?;
+    let has_sidecar = pod.has_container(keys::PROXY_CONTAINER)?;
+    if has_init && has_sidecar {
+        return Ok(());
+    }
+    let key = ProxyKey {
+        port,
+        cfg,
+        vars: &env.vars,
+        skipped: [
+            skip.contains(&keys::PROXY_INIT_CONTAINER),
+            skip.contains(&keys::PROXY_CONTAINER),
+        ],
+    };
+    let [init, sidecar] = proxy_text(key, env, pod.display())?;
+    if !has_init {
+        new_inits.push((0, init));
         sidecar_index = 1;
     }
-    let sidecar = if pod.has_container(keys::PROXY_CONTAINER)? {
-        None
-    } else {
-        Some(finish(sidecar, keys::PROXY_CONTAINER)?)
-    };
+    let sidecar = (!has_sidecar).then_some(sidecar);
 
     let mut new_regular = None;
     match sidecar {
@@ -287,19 +429,19 @@ fn proxy_ops(
     if !new_inits.is_empty() {
         if init_field_exists {
             for (index, c) in new_inits {
-                add(ops, pointer(&format!("spec.initContainers[{index}]")), c);
+                patch.add(format!("/spec/initContainers/{index}"), c);
             }
         } else {
-            let list = new_inits.into_iter().map(|(_, c)| c).collect();
-            add(ops, pointer("spec.initContainers"), Value::Array(list));
+            let list: Vec<_> = new_inits.into_iter().map(|(_, c)| c).collect();
+            patch.add("/spec/initContainers".into(), text(&list));
         }
     }
     if let Some(s) = new_regular {
         let regular_exists = !matches!(pod.spec().get("containers"), None | Some(Value::Null));
         if regular_exists {
-            add(ops, pointer("spec.containers[0]"), s);
+            patch.add("/spec/containers/0".into(), s);
         } else {
-            add(ops, pointer("spec.containers"), json!([s]));
+            patch.add("/spec/containers".into(), text(&[s]));
         }
     }
     Ok(())

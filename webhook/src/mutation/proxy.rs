@@ -1,7 +1,5 @@
 //! The IMDS proxy: init container `azwi-proxy-init` and sidecar `azwi-proxy` (SPEC 2.8).
 
-use std::cell::RefCell;
-
 use serde_json::{Value, json};
 
 use crate::config::MutationConfig;
@@ -47,30 +45,7 @@ pub fn requested_port(pod: &PodView<'_>) -> Result<Option<u16>, Denial> {
     Ok(Some(port))
 }
 
-/// `azwi-proxy-init` and `azwi-proxy` for this port and configuration, without the identity
-/// env and mount. Built once and cloned: building them from scratch was the largest part of
-/// mutating a pod that asks for the proxy (BENCHMARKS.md, throughput). The cache is per
-/// thread and keyed on everything the containers depend on, so it is never stale.
-pub fn containers(port: u16, cfg: &MutationConfig) -> (Value, Value) {
-    type Built = (u16, MutationConfig, Value, Value);
-    thread_local! {
-        static LAST: RefCell<Option<Built>> = const { RefCell::new(None) };
-    }
-    LAST.with(|last| {
-        let mut last = last.borrow_mut();
-        match &*last {
-            Some((p, c, init, sidecar)) if *p == port && c == cfg => {
-                (init.clone(), sidecar.clone())
-            }
-            _ => {
-                let built = (init_container(port, cfg), sidecar(port, cfg));
-                *last = Some((port, cfg.clone(), built.0.clone(), built.1.clone()));
-                built
-            }
-        }
-    })
-}
-
+/// `azwi-proxy-init` for this port and configuration, without the identity env and mount.
 pub fn init_container(port: u16, cfg: &MutationConfig) -> Value {
     json!({
         "name": keys::PROXY_INIT_CONTAINER,
@@ -86,6 +61,7 @@ pub fn init_container(port: u16, cfg: &MutationConfig) -> Value {
     })
 }
 
+/// `azwi-proxy` for this port and configuration, without the identity env and mount.
 pub fn sidecar(port: u16, cfg: &MutationConfig) -> Value {
     let level = &cfg.proxy_log_level;
     let mut c = json!({

@@ -36,7 +36,9 @@ fn mutate_with(
             pool,
         },
         cfg,
-    )?;
+    )?
+    .to_json_patch()
+    .expect("the patch is JSON");
     let mut out = pod.clone();
     json_patch::patch(&mut out, &patch.0).expect("patch applies to its input");
     Ok((patch, out))
