@@ -17,6 +17,7 @@ use anyhow::{Context, bail};
 use base64::Engine;
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, PostParams};
@@ -28,6 +29,7 @@ use wi_webhook::policy::crd::{AgentPool, AgentPoolSpec};
 use crate::fixtures;
 use crate::load::{self, Proto, Target};
 use crate::procfs;
+use crate::server::{Kind, PodKind, ServerProcess};
 use crate::stats::Summary;
 
 #[derive(clap::Args, Debug)]
@@ -75,6 +77,10 @@ pub struct ClusterArgs {
 }
 
 const IGNORED_NAMESPACE: &str = "bench-ignored";
+/// Skipped by the webhook like the ignored one, served instead by the echo server (a canned
+/// patch, the uid copied): what any webhook answering this patch costs the API server.
+const CANNED_NAMESPACE: &str = "bench-canned";
+const CANNED_LABEL: &str = "wi-bench.dev/canned";
 
 /// A `wi-webhook serve` process; stopped on drop.
 struct Webhook {
@@ -389,7 +395,15 @@ pub async fn run(args: ClusterArgs) -> anyhow::Result<()> {
         &namespace(IGNORED_NAMESPACE, &[("wi-webhook.dev/ignore", "true")]),
     )
     .await?;
-    for ns in [fixtures::NAMESPACE, IGNORED_NAMESPACE] {
+    create(
+        &namespaces,
+        &namespace(
+            CANNED_NAMESPACE,
+            &[("wi-webhook.dev/ignore", "true"), (CANNED_LABEL, "true")],
+        ),
+    )
+    .await?;
+    for ns in [fixtures::NAMESPACE, IGNORED_NAMESPACE, CANNED_NAMESPACE] {
         let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), ns);
         create(
             &sas,
@@ -631,31 +645,38 @@ pub async fn run(args: ClusterArgs) -> anyhow::Result<()> {
         &["apply", "-f", "-"],
         Some(&config.stdout),
     )?;
+    let echo = ServerProcess::start(Kind::Echo, PodKind::Seed, &pki)?;
+    let configurations: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
+    create(
+        &configurations,
+        &canned_configuration(&format!("https://{}/mutate", echo.addr), &ca_bundle)?,
+    )
+    .await?;
     let with_api: Api<Pod> = Api::namespaced(client.clone(), fixtures::NAMESPACE);
     let without_api: Api<Pod> = Api::namespaced(client.clone(), IGNORED_NAMESPACE);
+    let canned_api: Api<Pod> = Api::namespaced(client.clone(), CANNED_NAMESPACE);
     let with_pod = agent_pod(fixtures::NAMESPACE)?;
     let without_pod = agent_pod(IGNORED_NAMESPACE)?;
+    let canned_pod = agent_pod(CANNED_NAMESPACE)?;
     // The API server picks the configurations up within a moment.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let dry = PostParams {
-            dry_run: true,
-            ..PostParams::default()
-        };
-        if with_api
-            .create(&dry, &with_pod)
-            .await
-            .is_ok_and(|p| injected(&p))
-        {
-            break;
+    for (api, pod, ns) in [
+        (&with_api, &with_pod, fixtures::NAMESPACE),
+        (&canned_api, &canned_pod, CANNED_NAMESPACE),
+    ] {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let dry = PostParams {
+                dry_run: true,
+                ..PostParams::default()
+            };
+            if api.create(&dry, pod).await.is_ok_and(|p| injected(&p)) {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("pods in {ns} are still not mutated after 60 s");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        if Instant::now() > deadline {
-            bail!(
-                "pods in {} are still not mutated after 60 s",
-                fixtures::NAMESPACE
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let created = without_api
         .create(&PostParams::default(), &without_pod)
@@ -666,8 +687,8 @@ pub async fn run(args: ClusterArgs) -> anyhow::Result<()> {
     );
 
     log(format!(
-        "creating {} + {} pods, alternating",
-        args.pods, args.pods
+        "creating {} pods on each of three sides, in turn",
+        args.pods
     ));
     let admissions_before = procfs::cpu_nanos(webhook.pid());
     let calls_before = webhook_calls(&client).await?;
@@ -675,33 +696,28 @@ pub async fn run(args: ClusterArgs) -> anyhow::Result<()> {
     let log_before = std::fs::metadata(&log_path).map_or(0, |m| m.len());
     let mut with = Vec::with_capacity(args.pods);
     let mut without = Vec::with_capacity(args.pods);
+    let mut canned = Vec::with_capacity(args.pods);
     let pp = PostParams::default();
     for i in 0..(args.warmup_pods + args.pods) {
         let measured = i >= args.warmup_pods;
-        // Alternate which side goes first, so neither always follows the other.
-        let order: [bool; 2] = if i % 2 == 0 {
-            [true, false]
-        } else {
-            [false, true]
-        };
-        for webhook_side in order {
-            let (api, pod) = if webhook_side {
-                (&with_api, &with_pod)
-            } else {
-                (&without_api, &without_pod)
+        // Rotate which side goes first, so none always follows another.
+        for side in (0..3).map(|k| (i + k) % 3) {
+            let (api, pod, samples, mutated) = match side {
+                0 => (&with_api, &with_pod, &mut with, true),
+                1 => (&without_api, &without_pod, &mut without, false),
+                _ => (&canned_api, &canned_pod, &mut canned, true),
             };
             let t0 = Instant::now();
             let created = api.create(&pp, pod).await?;
             let took = t0.elapsed().as_nanos() as u64;
-            if webhook_side {
-                anyhow::ensure!(injected(&created), "a pod was created without its identity");
-            }
+            anyhow::ensure!(
+                injected(&created) == mutated,
+                "a pod in {} was created {} its identity",
+                api.namespace().unwrap_or_default(),
+                if mutated { "without" } else { "with" }
+            );
             if measured {
-                if webhook_side {
-                    with.push(took);
-                } else {
-                    without.push(took);
-                }
+                samples.push(took);
             }
         }
     }
@@ -717,6 +733,7 @@ pub async fn run(args: ClusterArgs) -> anyhow::Result<()> {
     let own = Summary::of(&mut own);
     let with = Summary::of(&mut with);
     let without = Summary::of(&mut without);
+    let canned = Summary::of(&mut canned);
     let added_p50_ms = (with.p50_us - without.p50_us) / 1e3;
     let added_p99_ms = (with.p99_us - without.p99_us) / 1e3;
     log(format!(
@@ -733,6 +750,7 @@ pub async fn run(args: ClusterArgs) -> anyhow::Result<()> {
             "delete",
             "mutatingwebhookconfiguration,validatingwebhookconfiguration",
             "wi-webhook",
+            CANNED_CONFIGURATION,
             "--ignore-not-found",
         ],
         None,
@@ -745,6 +763,7 @@ pub async fn run(args: ClusterArgs) -> anyhow::Result<()> {
         "pods_each": args.pods,
         "with_webhook": with,
         "without_webhook": without,
+        "with_canned_webhook": canned,
         "added_p50_ms": added_p50_ms,
         "added_p99_ms": added_p99_ms,
         "webhook_cpu_us_per_create": webhook_cpu_per_create,
@@ -782,7 +801,11 @@ impl Calls {
 
 async fn webhook_calls(client: &kube::Client) -> anyhow::Result<Calls> {
     let request = http::Request::get("/metrics").body(Vec::new())?;
-    let text = client.request_text(request).await?;
+    Ok(calls_in(&client.request_text(request).await?))
+}
+
+/// The pod webhook's admit calls in the API server's metrics text.
+fn calls_in(text: &str) -> Calls {
     let mut calls = Calls::default();
     let metric = "apiserver_admission_webhook_admission_duration_seconds";
     for line in text.lines() {
@@ -799,7 +822,7 @@ async fn webhook_calls(client: &kube::Client) -> anyhow::Result<Calls> {
             calls.sum_seconds += value;
         }
     }
-    Ok(calls)
+    calls
 }
 
 /// `latency_us` of the mutated pod admissions the webhook logged after byte `from`.
@@ -822,6 +845,33 @@ fn logged_latencies(log: &Path, from: u64) -> anyhow::Result<Vec<u64>> {
         .collect())
 }
 
+const CANNED_CONFIGURATION: &str = "wi-bench-canned";
+
+/// The echo server's configuration: pod CREATE in the namespaces labelled `CANNED_LABEL`.
+fn canned_configuration(
+    url: &str,
+    ca_bundle: &str,
+) -> anyhow::Result<MutatingWebhookConfiguration> {
+    Ok(serde_json::from_value(json!({
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "MutatingWebhookConfiguration",
+        "metadata": {"name": CANNED_CONFIGURATION},
+        "webhooks": [{
+            "name": "canned.wi-bench.dev",
+            "clientConfig": {"url": url, "caBundle": ca_bundle},
+            "rules": [{
+                "apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"],
+                "resources": ["pods"], "scope": "Namespaced"
+            }],
+            "namespaceSelector": {"matchLabels": {CANNED_LABEL: "true"}},
+            "failurePolicy": "Fail",
+            "sideEffects": "None",
+            "admissionReviewVersions": ["v1"],
+            "timeoutSeconds": 10
+        }]
+    }))?)
+}
+
 fn write_result(out: &Path, result: &serde_json::Value) -> anyhow::Result<()> {
     if let Some(parent) = out.parent() {
         std::fs::create_dir_all(parent)?;
@@ -829,4 +879,48 @@ fn write_result(out: &Path, result: &serde_json::Value) -> anyhow::Result<()> {
     std::fs::write(out, serde_json::to_vec_pretty(result)?)?;
     log(format!("wrote {}", out.display()));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pod_webhook_admit_calls_are_summed_from_the_metrics_text() {
+        let text = r#"# HELP apiserver_admission_webhook_admission_duration_seconds x
+apiserver_admission_webhook_admission_duration_seconds_bucket{name="pods.wi-webhook.dev",operation="CREATE",rejected="false",type="admit",le="0.005"} 3
+apiserver_admission_webhook_admission_duration_seconds_sum{name="pods.wi-webhook.dev",operation="CREATE",rejected="false",type="admit"} 0.006
+apiserver_admission_webhook_admission_duration_seconds_count{name="pods.wi-webhook.dev",operation="CREATE",rejected="false",type="admit"} 3
+apiserver_admission_webhook_admission_duration_seconds_sum{name="pods.wi-webhook.dev",operation="CREATE",rejected="true",type="admit"} 0.002
+apiserver_admission_webhook_admission_duration_seconds_count{name="pods.wi-webhook.dev",operation="CREATE",rejected="true",type="admit"} 1
+apiserver_admission_webhook_admission_duration_seconds_sum{name="unlabelled-pods.wi-webhook.dev",operation="CREATE",rejected="false",type="validating"} 9
+apiserver_admission_webhook_admission_duration_seconds_count{name="canned.wi-bench.dev",operation="CREATE",rejected="false",type="admit"} 7
+"#;
+        let calls = calls_in(text).since(Calls {
+            count: 1.0,
+            sum_seconds: 0.001,
+        });
+        assert_eq!(calls.count, 3.0);
+        assert!(
+            (calls.mean_us() - 2333.33).abs() < 0.01,
+            "{}",
+            calls.mean_us()
+        );
+        assert_eq!(Calls::default().mean_us(), 0.0);
+    }
+
+    #[test]
+    fn logged_latencies_are_those_of_mutated_admissions_after_the_offset() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("webhook.log");
+        let before = "INFO admission uid=a decision=\"mutated\" latency_us=999\n";
+        let after = concat!(
+            "INFO admission uid=b decision=\"mutated\" rule=\"\" latency_us=120\n",
+            "INFO admission uid=c decision=\"allowed\" latency_us=5\n",
+            "{\"fields\":{\"decision\":\"mutated\",\"latency_us\":87}}\n",
+        );
+        std::fs::write(&log, format!("{before}{after}")).unwrap();
+        let found = logged_latencies(&log, before.len() as u64).unwrap();
+        assert_eq!(found, vec![120_000, 87_000]);
+    }
 }

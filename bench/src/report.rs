@@ -377,11 +377,21 @@ fn cluster_block(cluster: &Value) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "{} pods created on each side, one at a time, alternating: the seed's agent pod in `ado-agents-omtest1` (mutated by the webhook) and in a namespace labelled `wi-webhook.dev/ignore: \"true\"` (skipped by the webhook configurations), on the same API server.\n",
-        p["pods_each"]
+        "{} pods created on each side, one at a time, the sides in turn: the seed's agent pod in `ado-agents-omtest1` (mutated by the webhook) and in a namespace labelled `wi-webhook.dev/ignore: \"true\"` (skipped by the webhook configurations), on the same API server{}.\n",
+        p["pods_each"],
+        if p["with_canned_webhook"].is_null() {
+            ""
+        } else {
+            "; and, as a ceiling, in a third namespace the webhook skips, served by an echo server answering the webhook's own patch for this pod with only the request's uid read (`wi-load serve --kind echo`, the same stack as section 2's ceiling): what calling any webhook that answers this patch costs the API server"
+        }
     );
     let _ = writeln!(s, "| | p50 | p90 | p99 | max |\n|---|---|---|---|---|");
-    for (name, v) in [("with the webhook", w), ("without", wo)] {
+    let canned = &p["with_canned_webhook"];
+    let mut sides = vec![("with the webhook", w), ("without", wo)];
+    if !canned.is_null() {
+        sides.push(("with the echo webhook (ceiling)", canned));
+    }
+    for (name, v) in sides {
         let _ = writeln!(
             s,
             "| {name} | {} | {} | {} | {} |",
@@ -398,6 +408,15 @@ fn cluster_block(cluster: &Value) -> String {
         (f(&w["p90_us"]) - f(&wo["p90_us"])) / 1e3,
         f(&p["added_p99_ms"])
     );
+    if !canned.is_null() {
+        let _ = writeln!(
+            s,
+            "| added by the echo webhook | {:+.2} ms | {:+.2} ms | {:+.2} ms | |",
+            (f(&canned["p50_us"]) - f(&wo["p50_us"])) / 1e3,
+            (f(&canned["p90_us"]) - f(&wo["p90_us"])) / 1e3,
+            (f(&canned["p99_us"]) - f(&wo["p99_us"])) / 1e3
+        );
+    }
     let _ = writeln!(
         s,
         "\nCPU time of the webhook process during the creates, per pod created on its side: {} (its background work included: the AgentPool watch was still writing statuses after the restart).",

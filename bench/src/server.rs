@@ -25,6 +25,7 @@ use http::{Request, StatusCode, header};
 use http_body_util::BodyExt;
 use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use serde::Deserialize;
 use tower::ServiceExt;
 use wi_webhook::admission::Admitter;
 use wi_webhook::api::{self, AppState, tls};
@@ -40,6 +41,9 @@ use crate::fixtures;
 pub enum Kind {
     Webhook,
     Ceiling,
+    /// The ceiling's canned answer with the request's uid copied in, as the API server
+    /// requires: what calling any webhook that answers this patch costs the API server.
+    Echo,
 }
 
 impl Kind {
@@ -47,6 +51,7 @@ impl Kind {
         match self {
             Kind::Webhook => "webhook",
             Kind::Ceiling => "ceiling",
+            Kind::Echo => "echo",
         }
     }
 }
@@ -67,8 +72,11 @@ pub fn pod(kind: PodKind) -> serde_json::Value {
     }
 }
 
+/// The uid of every review the load sends.
+const UID: &str = "0c9a8d74-9cb7-44dd-b98e-09fd62def2f4";
+
 pub fn body(kind: PodKind) -> Vec<u8> {
-    fixtures::review(&pod(kind), "0c9a8d74-9cb7-44dd-b98e-09fd62def2f4")
+    fixtures::review(&pod(kind), UID)
 }
 
 /// The state of the in-process webhook: the seed's ServiceAccount and AgentPool.
@@ -170,6 +178,7 @@ pub async fn serve(
             api::router(webhook_state(), api::DEFAULT_BODY_LIMIT)
         }
         Kind::Ceiling => ceiling_router(canned_answer(&body(pod_kind)).await?),
+        Kind::Echo => echo_router(&canned_answer(&body(pod_kind)).await?)?,
     };
     let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
     let addr = listener.local_addr()?;
@@ -195,6 +204,45 @@ pub async fn serve(
     )
     .await;
     Ok(())
+}
+
+/// The canned answer around its uid, for the echo server.
+#[derive(Deserialize)]
+struct UidOnly {
+    request: UidOf,
+}
+
+#[derive(Deserialize)]
+struct UidOf {
+    uid: String,
+}
+
+/// The echo server: the canned answer (the webhook's own, for the seed's pod) with the
+/// request's uid in place of the canned one; nothing else of the request is read.
+pub fn echo_router(canned: &[u8]) -> anyhow::Result<Router> {
+    let quoted = format!("\"{}\"", UID);
+    let text = std::str::from_utf8(canned)?;
+    let (head, tail) = text
+        .split_once(&quoted)
+        .context("the canned answer carries the canned uid")?;
+    let (head, tail) = (Arc::<str>::from(head), Arc::<str>::from(tail));
+    let answer = move |body: Bytes| {
+        let (head, tail) = (head.clone(), tail.clone());
+        async move {
+            match serde_json::from_slice::<UidOnly>(&body) {
+                Ok(review) => {
+                    let uid = serde_json::to_string(&review.request.uid).unwrap_or_default();
+                    let out = format!("{head}{uid}{tail}");
+                    ([(header::CONTENT_TYPE, "application/json")], out).into_response()
+                }
+                Err(e) => (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+            }
+        }
+    };
+    Ok(Router::new()
+        .route("/mutate", post(answer))
+        .layer(DefaultBodyLimit::max(api::DEFAULT_BODY_LIMIT))
+        .layer(axum::middleware::from_fn(request_timeout)))
 }
 
 /// A server child process; stopped (stdin closed, then killed if need be) on drop.
@@ -267,4 +315,38 @@ pub fn certificates(dir: &Path) -> anyhow::Result<String> {
     })?;
     bundle.write_dir(dir)?;
     Ok(bundle.ca.cert)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn post(app: Router, body: &str) -> (StatusCode, String) {
+        let req = Request::post("/mutate")
+            .body(Body::from(body.to_string()))
+            .unwrap();
+        let resp = app.oneshot(req).await.unwrap();
+        let status = resp.status();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8(bytes.to_vec()).unwrap())
+    }
+
+    #[tokio::test]
+    async fn the_echo_server_answers_the_canned_patch_with_the_request_uid() {
+        let canned = format!(
+            r#"{{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{{"uid":"{UID}","allowed":true,"patch":"W10="}}}}"#
+        );
+        let app = echo_router(canned.as_bytes()).unwrap();
+        let (status, answer) = post(
+            app.clone(),
+            r#"{"apiVersion":"admission.k8s.io/v1","request":{"uid":"u-\"1","object":{}}}"#,
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        let answer: serde_json::Value = serde_json::from_str(&answer).unwrap();
+        assert_eq!(answer["response"]["uid"], "u-\"1");
+        assert_eq!(answer["response"]["patch"], "W10=");
+        assert_eq!(post(app, "{}").await.0, StatusCode::BAD_REQUEST);
+        assert!(echo_router(b"{\"uid\":\"other\"}").is_err());
+    }
 }
