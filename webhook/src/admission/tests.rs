@@ -170,3 +170,51 @@ fn the_envelope_requires_user_info_and_skips_what_no_decision_reads() {
     let refused = decode::<RawObject>(&serde_json::to_vec(&body).unwrap()).unwrap_err();
     assert!(refused.0.contains("missing field `userInfo`"), "{refused}");
 }
+
+/// The fields of a request that decisions read, as text, to compare two parses.
+fn read_fields<T: Resource + std::fmt::Debug>(r: &AdmissionRequest<T>) -> String {
+    format!(
+        "{} {} {:?} {:?} {:?} {} {:?} {:?} {:?} {:?} {}",
+        r.types.api_version,
+        r.types.kind,
+        r.uid,
+        r.kind,
+        r.resource,
+        r.name,
+        r.namespace,
+        r.sub_resource,
+        r.operation,
+        (&r.object, &r.old_object),
+        r.dry_run
+    )
+}
+
+#[test]
+fn the_envelope_reads_what_kube_core_reads_for_every_fuzz_seed_and_regression() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz");
+    let mut compared = 0;
+    for dir in ["seeds/admission", "regressions/admission"] {
+        for entry in std::fs::read_dir(root.join(dir)).expect("the fuzz folders") {
+            let body = std::fs::read(entry.unwrap().path()).unwrap();
+            // kube-core's own parse of the same body, the reference.
+            let Ok(review) = serde_json::from_slice::<AdmissionReview<RawObject>>(&body) else {
+                continue;
+            };
+            let Ok(reference): Result<AdmissionRequest<RawObject>, _> = review.try_into() else {
+                continue;
+            };
+            let ours = decode::<RawObject>(&body);
+            if reference.uid.is_empty()
+                || reference.types.kind != "AdmissionReview"
+                || !VERSIONS.contains(&reference.types.api_version.as_str())
+            {
+                assert!(ours.is_err(), "accepted what the checks refuse");
+                continue;
+            }
+            let ours = ours.expect("kube-core parses it, so does the envelope");
+            assert_eq!(read_fields(&ours), read_fields(&reference));
+            compared += 1;
+        }
+    }
+    assert!(compared >= 100, "only {compared} reviews compared");
+}
