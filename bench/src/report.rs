@@ -744,22 +744,31 @@ fn cluster_plot(cluster: &Value) -> Option<String> {
     if p.is_null() {
         return None;
     }
+    let mut series = vec![
+        Series {
+            label: "with the webhook".into(),
+            color: "#d62728",
+            dashed: false,
+            points: points(&p["with_webhook"]),
+        },
+        Series {
+            label: "without (namespace skipped)".into(),
+            color: "#1f77b4",
+            dashed: true,
+            points: points(&p["without_webhook"]),
+        },
+    ];
+    if !p["with_canned_webhook"].is_null() {
+        series.push(Series {
+            label: "with the echo webhook (ceiling)".into(),
+            color: "#7f7f7f",
+            dashed: true,
+            points: points(&p["with_canned_webhook"]),
+        });
+    }
     let panel = Panel {
         title: "pod creation through kube-apiserver".into(),
-        series: vec![
-            Series {
-                label: "with the webhook".into(),
-                color: "#d62728",
-                dashed: false,
-                points: points(&p["with_webhook"]),
-            },
-            Series {
-                label: "without (namespace skipped)".into(),
-                color: "#1f77b4",
-                dashed: true,
-                points: points(&p["without_webhook"]),
-            },
-        ],
+        series,
     };
     Some(svg("Pod creation latency", &[panel]))
 }
