@@ -357,6 +357,40 @@ fn proxy_without_native_sidecars_is_prepended_to_containers() {
 }
 
 #[test]
+fn the_proxy_containers_follow_each_pods_identity_port_and_skip_list() {
+    // One thread, pods in turn: the per-thread cache of the completed proxy containers must
+    // never hand one pod's identity, port or skip list to the next.
+    let client = |c: &Value| {
+        env_of(c)
+            .into_iter()
+            .find(|(n, _)| n == "AZURE_CLIENT_ID")
+            .map(|(_, v)| v)
+    };
+    let other_sa = sa(&[(keys::CLIENT_ID, "client-b"), (keys::TENANT_ID, "tenant-b")]);
+    for round in 0..2 {
+        for (sa, want) in [(agent_sa(), "client-a"), (other_sa.clone(), "client-b")] {
+            let (_, out) = mutate_with(&proxy_pod("true"), &sa, None, &cfg()).unwrap();
+            let inits = &out["spec"]["initContainers"];
+            assert_eq!(client(&inits[0]).as_deref(), Some(want), "round {round}");
+            assert_eq!(client(&inits[1]).as_deref(), Some(want), "round {round}");
+        }
+        let annotated = |extra: (&str, &str)| {
+            let mut p = proxy_pod("true");
+            p["metadata"]["annotations"][extra.0] = json!(extra.1);
+            p
+        };
+        let ported = annotated((keys::PROXY_PORT, "9100"));
+        let (_, out) = mutate_with(&ported, &agent_sa(), None, &cfg()).unwrap();
+        assert_eq!(env_of(&out["spec"]["initContainers"][0])[0].1, "9100");
+        let skipped = annotated((keys::SKIP_CONTAINERS, keys::PROXY_CONTAINER));
+        let (_, out) = mutate_with(&skipped, &agent_sa(), None, &cfg()).unwrap();
+        let inits = &out["spec"]["initContainers"];
+        assert_eq!(client(&inits[0]).as_deref(), Some("client-a"));
+        assert_eq!(client(&inits[1]), None, "a skipped proxy gets no identity");
+    }
+}
+
+#[test]
 fn only_true_in_any_case_injects_the_proxy() {
     for v in ["false", "False", "yes", "1", ""] {
         let out = apply(&proxy_pod(v));
