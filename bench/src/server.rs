@@ -149,9 +149,16 @@ pub fn ceiling_router(canned: Bytes) -> Router {
             ([(header::CONTENT_TYPE, "application/json")], canned)
         }
     };
-    Router::new()
-        .route("/mutate", post(answer.clone()))
-        .route("/validate", post(answer))
+    webhook_layers(
+        Router::new()
+            .route("/mutate", post(answer.clone()))
+            .route("/validate", post(answer)),
+    )
+}
+
+/// The body limit and timeout layers of the webhook's router, for the canned servers.
+fn webhook_layers(router: Router) -> Router {
+    router
         .layer(DefaultBodyLimit::max(api::DEFAULT_BODY_LIMIT))
         .layer(axum::middleware::from_fn(request_timeout))
 }
@@ -206,7 +213,7 @@ pub async fn serve(
     Ok(())
 }
 
-/// The canned answer around its uid, for the echo server.
+/// What the echo server reads of a review: its uid.
 #[derive(Deserialize)]
 struct UidOnly {
     request: UidOf,
@@ -239,10 +246,7 @@ pub fn echo_router(canned: &[u8]) -> anyhow::Result<Router> {
             }
         }
     };
-    Ok(Router::new()
-        .route("/mutate", post(answer))
-        .layer(DefaultBodyLimit::max(api::DEFAULT_BODY_LIMIT))
-        .layer(axum::middleware::from_fn(request_timeout)))
+    Ok(webhook_layers(Router::new().route("/mutate", post(answer))))
 }
 
 /// A server child process; stopped (stdin closed, then killed if need be) on drop.

@@ -202,7 +202,7 @@ impl Admitter {
             .rsplit_once('/')
             .map_or(String::new(), |(_, n)| n.to_string());
         let decision = self.mutate_pod(&object.raw, namespace, &display).await;
-        finish(req, &mut outcome, decision)?;
+        finish(req, &mut outcome, decision);
         Ok(outcome)
     }
 
@@ -304,11 +304,7 @@ impl Admitter {
 }
 
 /// Writes a pod decision into the outcome's response.
-fn finish<T: Resource>(
-    req: &AdmissionRequest<T>,
-    outcome: &mut Outcome,
-    decision: PodDecision,
-) -> Result<(), BadReview> {
+fn finish<T: Resource>(req: &AdmissionRequest<T>, outcome: &mut Outcome, decision: PodDecision) {
     let PodDecision {
         result,
         verdict,
@@ -341,7 +337,6 @@ fn finish<T: Resource>(
     }
     outcome.violations = verdict.violations;
     outcome.review = response.into_review();
-    Ok(())
 }
 
 fn deny<T: Resource>(req: &AdmissionRequest<T>, denial: &Denial) -> AdmissionResponse {

@@ -64,7 +64,7 @@ impl Admitter {
         if outcome.name.is_empty() {
             outcome.name = object.meta().name.clone().unwrap_or_default();
         }
-        finish(req, &mut outcome, decision)?;
+        finish(req, &mut outcome, decision);
         Ok(outcome)
     }
 

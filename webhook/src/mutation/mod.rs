@@ -99,16 +99,12 @@ impl Injected {
     }
 }
 
-/// An injected env var; serialised straight to text (no `Value` in between), with the
-/// fields in the order of the `Value` that `complete_injected` builds.
+/// An injected env var: serialised straight to text for the patch, and to a `Value` for
+/// the proxy containers (`complete_injected`), from this one definition.
 #[derive(Serialize)]
 struct EnvVar<'a> {
     name: &'a str,
     value: &'a str,
-}
-
-fn env_entry(name: &str, value: &str) -> Value {
-    json!({"name": name, "value": value})
 }
 
 /// The token mount, as text and as a value.
@@ -230,7 +226,7 @@ fn complete_injected(
         .expect("injected env is a list")
         .extend(m.env.iter().map(|&i| {
             let (name, value) = &env.vars[i];
-            env_entry(name, value)
+            serde_json::to_value(EnvVar { name, value }).expect("an env var serialises")
         }));
     let mounts = if m.mount { vec![mount(cfg)] } else { vec![] };
     obj.insert("volumeMounts".into(), Value::Array(mounts));

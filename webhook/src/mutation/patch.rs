@@ -45,10 +45,6 @@ impl Patch {
         self.0.is_empty()
     }
 
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
     /// The patch as the answer carries it (before base64).
     pub fn to_bytes(&self) -> Vec<u8> {
         let size: usize = self
