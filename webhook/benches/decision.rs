@@ -6,7 +6,8 @@
 //!   ServiceAccount lookup (cache hit), the pool checks and the mutation; the answer is built
 //!   but not encoded.
 //! - `router/*`: the same body through the admission router in process (no sockets): adds
-//!   the HTTP layer, the answer's JSON encoding, metrics and the log line.
+//!   the HTTP layer, the answer's JSON encoding, metrics and the log line (text, the
+//!   binary's default; `log=json`: JSON lines, as the shipped manifests configure it).
 //! - `mutate/*` and `evaluate/*`: `mutation::mutate` and `policy::rules::evaluate` alone on
 //!   an already parsed pod.
 //! - `pools=N`: the same decisions with 1 and 5,000 AgentPools in the index.
@@ -134,30 +135,49 @@ fn router(c: &mut Criterion) {
         .enable_all()
         .build()
         .expect("a runtime");
-    // The log line of every admission is formatted as in production, written nowhere.
+    // The log line of every admission is formatted as the binary does by default (text),
+    // written nowhere.
     let _ = tracing_subscriber::fmt()
         .with_writer(std::io::sink)
         .with_ansi(false)
         .try_init();
     let mut group = c.benchmark_group("router");
+    // The shipped manifests log JSON lines (WI_LOG_JSON=true): the seed's pod once more with
+    // that formatter, scoped to its benchmark.
+    let json_log = tracing::Dispatch::new(
+        tracing_subscriber::fmt()
+            .json()
+            .flatten_event(true)
+            .with_ansi(false)
+            .with_writer(std::io::sink)
+            .finish(),
+    );
     for (name, pod) in pods() {
         let body = bytes_of(fixtures::review(&pod, "bench-uid"));
         group.throughput(Throughput::Bytes(body.len() as u64));
         let state = AppState::new(admitter(&pool_list(0)));
         let app = api::router(state, api::DEFAULT_BODY_LIMIT);
-        group.bench_with_input(BenchmarkId::new(name, "pools=1"), &body, |b, body| {
-            b.iter(|| {
-                runtime.block_on(async {
-                    let req = Request::post("/mutate")
-                        .header(http::header::CONTENT_TYPE, "application/json")
-                        .body(Body::from(body.clone()))
-                        .expect("a request");
-                    let resp = app.clone().oneshot(req).await.expect("an answer");
-                    assert_eq!(resp.status(), http::StatusCode::OK);
-                    resp.into_body().collect().await.expect("a body").to_bytes()
-                })
+        let answer = |body: &axum::body::Bytes| {
+            runtime.block_on(async {
+                let req = Request::post("/mutate")
+                    .header(http::header::CONTENT_TYPE, "application/json")
+                    .body(Body::from(body.clone()))
+                    .expect("a request");
+                let resp = app.clone().oneshot(req).await.expect("an answer");
+                assert_eq!(resp.status(), http::StatusCode::OK);
+                resp.into_body().collect().await.expect("a body").to_bytes()
             })
+        };
+        group.bench_with_input(BenchmarkId::new(name, "pools=1"), &body, |b, body| {
+            b.iter(|| answer(body))
         });
+        if name == "seed-agent" {
+            group.bench_with_input(
+                BenchmarkId::new(name, "pools=1,log=json"),
+                &body,
+                |b, body| tracing::dispatcher::with_default(&json_log, || b.iter(|| answer(body))),
+            );
+        }
     }
     group.finish();
 }

@@ -27,12 +27,6 @@ async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
         .metrics
         .pool_conflicts
         .set(index.conflicted_pools() as i64);
-    let index = state.admitter.policy.snapshot();
-    state.metrics.pools.set(index.len() as i64);
-    state
-        .metrics
-        .pool_conflicts
-        .set(index.conflicted_pools() as i64);
     (
         [(
             header::CONTENT_TYPE,

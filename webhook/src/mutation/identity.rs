@@ -29,9 +29,10 @@ pub fn resolve(
     pool: Option<&PoolIdentity>,
     cfg: &MutationConfig,
 ) -> Result<Identity, Denial> {
-    let client_id = match sa_annotations.get(keys::CLIENT_ID) {
-        Some(v) => Some(v.clone()),
-        None => pool.map(|p| p.client_id.clone()),
+    let client_id = if takes_pool_client_id(Some(sa_annotations)) {
+        pool.map(|p| p.client_id.clone())
+    } else {
+        sa_annotations.get(keys::CLIENT_ID).cloned()
     }
     .filter(|v| !v.is_empty());
 
@@ -58,6 +59,13 @@ pub fn resolve(
         tenant_id,
         token_expiration,
     })
+}
+
+/// Whether a pod of this ServiceAccount gets its pool's client id: only when the
+/// ServiceAccount has no client-id annotation (a present but empty one opts out). The pool
+/// checks (`policy::rules`) decide on the same rule before the mutation runs.
+pub fn takes_pool_client_id(sa_annotations: Option<&SaAnnotations>) -> bool {
+    sa_annotations.is_none_or(|a| a.get(keys::CLIENT_ID).is_none())
 }
 
 fn parse_expiration(pod: &PodView<'_>, on: &str, value: &str) -> Result<i64, Denial> {

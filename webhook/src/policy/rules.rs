@@ -9,6 +9,7 @@ use serde_json::Value;
 use super::crd::{AZP_POOL, Enforcement, POOL_LABEL};
 use super::index::{Pool, PoolIndex, client_key};
 use crate::keys;
+use crate::mutation::identity;
 use crate::pod::{ContainerList, PodView, container_name};
 use crate::serviceaccounts::SaAnnotations;
 
@@ -220,8 +221,7 @@ pub fn evaluate(index: &PoolIndex, s: &Subject<'_>) -> Evaluation {
     // client-id annotation: checked before the pod gets it, so that a reinvocation (which
     // sees it as a literal env var) decides the same as the first pass.
     let injected = pod.label(keys::USE_LABEL) == Some("true")
-        && s.sa_annotations
-            .is_none_or(|a| a.get(keys::CLIENT_ID).is_none());
+        && identity::takes_pool_client_id(s.sa_annotations);
     if let Some(p) = pool
         .as_ref()
         .filter(|p| injected && !p.client_id.is_empty())
