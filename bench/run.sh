@@ -45,7 +45,7 @@ for part in "$@"; do
     tls)
       step "over TLS: the webhook against its ceiling"
       if [ -n "${QUICK:-}" ]; then
-        "$LOAD" tls --closed-seconds 2 --open-seconds 3 --warmup-seconds 0.5
+        "$LOAD" tls --closed-seconds 2 --open-seconds 3 --warmup-seconds 0.5 --repeats 1
       else
         "$LOAD" tls
       fi

@@ -43,11 +43,18 @@ pub struct TlsArgs {
     /// Protocols to measure.
     #[arg(long, value_enum, value_delimiter = ',', default_value = "h1,h2")]
     pub protos: Vec<Proto>,
+    /// Every scenario this many times, the two servers in turn each time (the order swapped
+    /// every other time): the report takes the median, and shows every repeat, so one
+    /// stall of the machine does not make the figure.
+    #[arg(long, default_value_t = 3)]
+    pub repeats: usize,
 }
 
 #[derive(Serialize)]
 struct Row {
     server: &'static str,
+    /// Which repeat of the scenario (0-based).
+    repeat: usize,
     #[serde(flatten)]
     run: Run,
     /// CPU time of the server process per answered request.
@@ -110,7 +117,13 @@ pub async fn run(args: TlsArgs) -> anyhow::Result<()> {
         let mut modes: Vec<Option<u64>> = vec![None];
         modes.extend(args.rates.iter().map(|&r| Some(r)));
         for mode in modes {
-            for server in &servers {
+            for (repeat, server) in (0..args.repeats.max(1)).flat_map(|repeat| {
+                let mut order: Vec<&Server> = servers.iter().collect();
+                if repeat % 2 == 1 {
+                    order.reverse();
+                }
+                order.into_iter().map(move |server| (repeat, server))
+            }) {
                 let (_, target, conns) = &server.targets[pi];
                 if !warmup.is_zero() {
                     load::closed_loop(target, proto, conns, args.h2_streams, warmup).await;
@@ -138,16 +151,18 @@ pub async fn run(args: TlsArgs) -> anyhow::Result<()> {
                 let per = |d: u64| d as f64 / 1e3 / run.ok.max(1) as f64;
                 let row = Row {
                     server: server.process.kind.name(),
+                    repeat,
                     server_cpu_us_per_request: per(s1.saturating_sub(s0)),
                     client_cpu_us_per_request: per(c1.saturating_sub(c0)),
                     server_memory: procfs::memory(pid),
                     run,
                 };
                 eprintln!(
-                    "{:8} {:8} {:>6} {:>9.0}/s  p50 {:>8.1} us  p99 {:>8.1} us  p99.9 {:>8.1} us  errors {} dropped {} reconnects {}  ({:.1} s)",
+                    "{:8} {:8} {:>6} #{} {:>9.0}/s  p50 {:>8.1} us  p99 {:>8.1} us  p99.9 {:>8.1} us  errors {} dropped {} reconnects {}  ({:.1} s)",
                     row.server,
                     proto.label(),
                     mode.map_or("closed".into(), |r| format!("{r}/s")),
+                    repeat + 1,
                     row.run.throughput,
                     row.run.latency.p50_us,
                     row.run.latency.p99_us,
@@ -174,6 +189,7 @@ pub async fn run(args: TlsArgs) -> anyhow::Result<()> {
         "response_bytes": answer.len(),
         "h1_connections": args.h1_connections,
         "h2_streams": args.h2_streams,
+        "repeats": args.repeats.max(1),
         "runs": rows,
     });
     if let Some(parent) = args.out.parent() {
