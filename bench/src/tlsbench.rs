@@ -66,7 +66,14 @@ struct Row {
 
 struct Server {
     process: ServerProcess,
-    targets: Vec<(Proto, Target, Vec<Conn>)>,
+    targets: Vec<(Proto, Target)>,
+}
+
+fn connections(args: &TlsArgs, proto: Proto) -> usize {
+    match proto {
+        Proto::H1 => args.h1_connections,
+        Proto::H2 => 1,
+    }
 }
 
 pub async fn run(args: TlsArgs) -> anyhow::Result<()> {
@@ -92,12 +99,8 @@ pub async fn run(args: TlsArgs) -> anyhow::Result<()> {
                 path: "/mutate".into(),
                 body: body.clone(),
             };
-            let n = match proto {
-                Proto::H1 => args.h1_connections,
-                Proto::H2 => 1,
-            };
-            let conns = load::open(&target, proto, n).await?;
             // Both servers answer the same bytes.
+            let conns = load::open(&target, proto, 1).await?;
             let got = load::send(&conns[0], &target, proto).await?;
             anyhow::ensure!(
                 got.len() == answer.len(),
@@ -106,7 +109,7 @@ pub async fn run(args: TlsArgs) -> anyhow::Result<()> {
                 got.len(),
                 answer.len()
             );
-            targets.push((proto, target, conns));
+            targets.push((proto, target));
         }
         servers.push(Server { process, targets });
     }
@@ -114,17 +117,25 @@ pub async fn run(args: TlsArgs) -> anyhow::Result<()> {
     let mut rows = Vec::new();
     let warmup = Duration::from_secs_f64(args.warmup_seconds);
     for (pi, &proto) in args.protos.iter().enumerate() {
+        // Opened for this protocol's runs only: a connection left idle through the other
+        // protocol's runs would meet the server's idle timeout (`serve --idle-timeout-seconds`).
+        let mut conns: Vec<Vec<Conn>> = Vec::new();
+        for server in &servers {
+            let n = connections(&args, proto);
+            conns.push(load::open(&server.targets[pi].1, proto, n).await?);
+        }
         let mut modes: Vec<Option<u64>> = vec![None];
         modes.extend(args.rates.iter().map(|&r| Some(r)));
         for mode in modes {
-            for (repeat, server) in (0..args.repeats.max(1)).flat_map(|repeat| {
-                let mut order: Vec<&Server> = servers.iter().collect();
+            for (repeat, si) in (0..args.repeats.max(1)).flat_map(|repeat| {
+                let mut order: Vec<usize> = (0..servers.len()).collect();
                 if repeat % 2 == 1 {
                     order.reverse();
                 }
-                order.into_iter().map(move |server| (repeat, server))
+                order.into_iter().map(move |si| (repeat, si))
             }) {
-                let (_, target, conns) = &server.targets[pi];
+                let (server, conns) = (&servers[si], &conns[si]);
+                let (_, target) = &server.targets[pi];
                 if !warmup.is_zero() {
                     load::closed_loop(target, proto, conns, args.h2_streams, warmup).await;
                 }
