@@ -27,9 +27,11 @@ use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::Deserialize;
 use tower::ServiceExt;
+use tracing_subscriber::util::SubscriberInitExt;
 use wi_webhook::admission::Admitter;
 use wi_webhook::api::{self, AppState, tls};
 use wi_webhook::config::MutationConfig;
+use wi_webhook::logging;
 use wi_webhook::policy::crd::{AgentPool, AgentPoolSpec};
 use wi_webhook::policy::{Policy, Pool};
 use wi_webhook::serviceaccounts::{ServiceAccounts, store_of};
@@ -177,11 +179,9 @@ pub async fn serve(
     let config = tls::server_config(tls::CertSlot::new(pair.certified_key), false)?;
     let app = match kind {
         Kind::Webhook => {
-            tracing_subscriber::fmt()
-                .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
-                .with_writer(std::io::stderr)
-                .with_ansi(false)
-                .init();
+            // As `wi-webhook serve` logs by default: text lines, level info.
+            let filter = tracing_subscriber::EnvFilter::new("info");
+            logging::subscriber(filter, false, false, std::io::stderr).try_init()?;
             api::router(webhook_state(), api::DEFAULT_BODY_LIMIT)
         }
         Kind::Ceiling => ceiling_router(canned_answer(&body(pod_kind)).await?),

@@ -27,9 +27,11 @@ use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde_json::Value;
 use tower::ServiceExt;
+use tracing_subscriber::util::SubscriberInitExt;
 use wi_webhook::admission::Admitter;
 use wi_webhook::api::{self, AppState};
 use wi_webhook::config::MutationConfig;
+use wi_webhook::logging;
 use wi_webhook::mutation::{self, Context};
 use wi_webhook::pod::{PodView, display_name};
 use wi_webhook::policy::crd::{AgentPool, AgentPoolSpec};
@@ -136,22 +138,12 @@ fn router(c: &mut Criterion) {
         .build()
         .expect("a runtime");
     // The log line of every admission is formatted as the binary does by default (text),
-    // written nowhere.
-    let _ = tracing_subscriber::fmt()
-        .with_writer(std::io::sink)
-        .with_ansi(false)
-        .try_init();
+    // written nowhere; the shipped manifests log JSON lines (WI_LOG_JSON=true): the seed's
+    // pod once more with that formatter, scoped to its benchmark.
+    let info = || tracing_subscriber::EnvFilter::new("info");
+    let _ = logging::subscriber(info(), false, false, std::io::sink).try_init();
+    let json_log = logging::subscriber(info(), true, false, std::io::sink);
     let mut group = c.benchmark_group("router");
-    // The shipped manifests log JSON lines (WI_LOG_JSON=true): the seed's pod once more with
-    // that formatter, scoped to its benchmark.
-    let json_log = tracing::Dispatch::new(
-        tracing_subscriber::fmt()
-            .json()
-            .flatten_event(true)
-            .with_ansi(false)
-            .with_writer(std::io::sink)
-            .finish(),
-    );
     for (name, pod) in pods() {
         let body = bytes_of(fixtures::review(&pod, "bench-uid"));
         group.throughput(Throughput::Bytes(body.len() as u64));

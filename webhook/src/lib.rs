@@ -11,6 +11,7 @@ pub mod config;
 pub mod denial;
 pub mod inputs;
 pub mod keys;
+pub mod logging;
 pub mod metrics;
 pub mod mutation;
 pub mod offline;

@@ -1,6 +1,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use tracing_subscriber::util::SubscriberInitExt;
 use wi_webhook::cli;
 
 // The admission path makes many small, short-lived allocations (JSON trees, the patch, the
@@ -63,15 +64,9 @@ enum Command {
 fn init_logging(level: &str, json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_new(level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    if json {
-        builder.json().flatten_event(true).init();
-    } else {
-        builder.init();
-    }
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    // Nothing else installs a subscriber: this cannot fail.
+    let _ = wi_webhook::logging::subscriber(filter, json, ansi, std::io::stderr).try_init();
 }
 
 fn main() -> ExitCode {
