@@ -208,24 +208,32 @@ fn repeats<'a>(tls: &'a Value, server: &str, proto: &str, rate: u64) -> Vec<&'a 
         .unwrap_or_default()
 }
 
+/// The item with the median `key`; with an even number, the lower of the two middle ones.
+fn median_by<T>(mut items: Vec<T>, key: impl Fn(&T) -> f64) -> Option<T> {
+    items.sort_by(|a, b| key(a).total_cmp(&key(b)));
+    let middle = items.len().checked_sub(1)? / 2;
+    items.into_iter().nth(middle)
+}
+
 /// The median repeat of a scenario: by throughput in the closed loop (rate 0), by p99 at a
-/// fixed rate. With an even number, the lower of the two middle ones.
+/// fixed rate.
 fn find_run<'a>(tls: &'a Value, server: &str, proto: &str, rate: u64) -> Option<&'a Value> {
-    let mut runs = repeats(tls, server, proto, rate);
-    let key = |r: &&Value| {
+    median_by(repeats(tls, server, proto, rate), |r| {
         if rate == 0 {
             f(&r["throughput"])
         } else {
             f(&r["latency"]["p99_us"])
         }
-    };
-    runs.sort_by(|a, b| key(a).total_cmp(&key(b)));
-    runs.get(runs.len().checked_sub(1)? / 2).copied()
+    })
 }
+
+/// A webhook run, the ceiling's run of the same repeat, and the webhook's throughput over
+/// the ceiling's.
+type Pair<'a> = (&'a Value, &'a Value, f64);
 
 /// The closed-loop runs of the webhook and the ceiling, paired by repeat (each pair ran back
 /// to back), with the webhook's throughput over the ceiling's, in the order of the repeats.
-fn pairs<'a>(tls: &'a Value, proto: &str) -> Vec<(&'a Value, &'a Value, f64)> {
+fn pairs<'a>(tls: &'a Value, proto: &str) -> Vec<Pair<'a>> {
     let ceiling = repeats(tls, "ceiling", proto, 0);
     repeats(tls, "webhook", proto, 0)
         .into_iter()
@@ -236,15 +244,12 @@ fn pairs<'a>(tls: &'a Value, proto: &str) -> Vec<(&'a Value, &'a Value, f64)> {
         .collect()
 }
 
-fn ratios(tls: &Value, proto: &str) -> Vec<f64> {
-    pairs(tls, proto).into_iter().map(|(_, _, r)| r).collect()
-}
-
-/// The pair whose ratio is the median one.
-fn median_pair<'a>(tls: &'a Value, proto: &str) -> Option<(&'a Value, &'a Value, f64)> {
-    let mut all = pairs(tls, proto);
-    all.sort_by(|a, b| a.2.total_cmp(&b.2));
-    all.get(all.len().checked_sub(1)? / 2).copied()
+/// The closed-loop figure of a protocol: the pair with the median ratio, and every ratio in
+/// the order of the repeats.
+fn closed_loop<'a>(tls: &'a Value, proto: &str) -> Option<(Pair<'a>, Vec<f64>)> {
+    let all = pairs(tls, proto);
+    let ratios = all.iter().map(|p| p.2).collect();
+    Some((median_by(all, |p| p.2)?, ratios))
 }
 
 /// "a, b, c" of a repeated figure, when there is more than one.
@@ -287,7 +292,7 @@ fn tls_block(tls: &Value) -> String {
     );
     let _ = writeln!(s, "|---|---|---|---|---|---|");
     for proto in ["HTTP/1.1", "HTTP/2"] {
-        let Some((w, c, ratio)) = median_pair(tls, proto) else {
+        let Some(((w, c, ratio), ratios)) = closed_loop(tls, proto) else {
             continue;
         };
         let _ = writeln!(
@@ -295,7 +300,7 @@ fn tls_block(tls: &Value) -> String {
             "| {proto} | {:.0}/s | {:.0}/s | {ratio:.2}{} | {} / {} | {} / {} |",
             f(&w["throughput"]),
             f(&c["throughput"]),
-            each(&ratios(tls, proto), |r| format!("{r:.2}")),
+            each(&ratios, |r| format!("{r:.2}")),
             us(f(&w["latency"]["p50_us"])),
             us(f(&w["latency"]["p99_us"])),
             us(f(&w["server_cpu_us_per_request"])),
@@ -311,42 +316,27 @@ fn tls_block(tls: &Value) -> String {
         "| protocol | rate | server | achieved | p50 | p99 | p99.9 | max | errors / dropped / reconnects |"
     );
     let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|");
-    // The median repeat of each scenario, in the order the runs were taken.
-    let mut runs: Vec<&Value> = Vec::new();
+    // Each server's scenarios at fixed rates, by protocol and rate; a row for the median repeat.
+    let mut scenarios: Vec<(&str, u64, &str)> = Vec::new();
     for r in tls["runs"].as_array().into_iter().flatten() {
-        let (server, proto) = (
-            r["server"].as_str().unwrap_or(""),
+        let key = (
             r["proto"].as_str().unwrap_or(""),
+            r["rate"].as_u64().unwrap_or(0),
+            r["server"].as_str().unwrap_or(""),
         );
-        let rate = r["rate"].as_u64().unwrap_or(0);
-        if r["mode"] != "open" {
-            continue;
-        }
-        if let Some(m) = find_run(tls, server, proto, rate)
-            .filter(|m| !runs.iter().any(|x| std::ptr::eq(*x, *m)))
-        {
-            runs.push(m);
+        if r["mode"] == "open" && !scenarios.contains(&key) {
+            scenarios.push(key);
         }
     }
-    runs.sort_by_key(|r| {
-        (
-            r["proto"].as_str().unwrap_or("").to_string(),
-            r["rate"].as_u64(),
-        )
-    });
-    for r in runs {
+    scenarios.sort_by_key(|&(proto, rate, _)| (proto, rate));
+    for (proto, rate, server) in scenarios {
+        let Some(r) = find_run(tls, server, proto, rate) else {
+            continue;
+        };
         let l = &r["latency"];
-        let (server, proto) = (
-            r["server"].as_str().unwrap_or(""),
-            r["proto"].as_str().unwrap_or(""),
-        );
-        let rate = r["rate"].as_u64().unwrap_or(0);
         let _ = writeln!(
             s,
-            "| {} | {}/s | {} | {:.0}/s | {} | {}{} | {} | {} | {} / {} / {} |",
-            proto,
-            rate,
-            server,
+            "| {proto} | {rate}/s | {server} | {:.0}/s | {} | {}{} | {} | {} | {} / {} / {} |",
             f(&r["throughput"]),
             us(f(&l["p50_us"])),
             us(f(&l["p99_us"])),
@@ -556,14 +546,13 @@ fn targets_block(decision: &Value, tls: &Value, cluster: &Value) -> String {
         }
     }
     for proto in ["HTTP/1.1", "HTTP/2"] {
-        let all = ratios(tls, proto);
-        if let Some((w, c, ratio)) = median_pair(tls, proto) {
+        if let Some(((w, c, ratio), ratios)) = closed_loop(tls, proto) {
             let _ = writeln!(
                 s,
                 "| over TLS, {proto}: at least {RATIO_TARGET} of the ceiling's throughput | {ratio:.2} ({:.0}/s against {:.0}/s){} | {} |",
                 f(&w["throughput"]),
                 f(&c["throughput"]),
-                each(&all, |r| format!("{r:.2}")),
+                each(&ratios, |r| format!("{r:.2}")),
                 verdict(ratio >= RATIO_TARGET)
             );
         }
@@ -969,8 +958,8 @@ mod tests {
                 run("webhook", 2, 2000, 2000.0, 1500.0), run("ceiling", 2, 2000, 2000.0, 600.0),
             ],
         });
-        assert_eq!(ratios(&tls, "HTTP/1.1"), vec![0.5, 0.8, 0.6]);
-        let (w, c, ratio) = median_pair(&tls, "HTTP/1.1").unwrap();
+        let ((w, c, ratio), ratios) = closed_loop(&tls, "HTTP/1.1").unwrap();
+        assert_eq!(ratios, vec![0.5, 0.8, 0.6]);
         assert_eq!(
             (w["repeat"].as_u64(), c["repeat"].as_u64(), ratio),
             (Some(2), Some(2), 0.6)

@@ -115,6 +115,7 @@ pub async fn run(args: TlsArgs) -> anyhow::Result<()> {
     }
 
     let mut rows = Vec::new();
+    let repeats = args.repeats.max(1);
     let warmup = Duration::from_secs_f64(args.warmup_seconds);
     for (pi, &proto) in args.protos.iter().enumerate() {
         // Opened for this protocol's runs only: a connection left idle through the other
@@ -127,7 +128,7 @@ pub async fn run(args: TlsArgs) -> anyhow::Result<()> {
         let mut modes: Vec<Option<u64>> = vec![None];
         modes.extend(args.rates.iter().map(|&r| Some(r)));
         for mode in modes {
-            for (repeat, si) in (0..args.repeats.max(1)).flat_map(|repeat| {
+            for (repeat, si) in (0..repeats).flat_map(|repeat| {
                 let mut order: Vec<usize> = (0..servers.len()).collect();
                 if repeat % 2 == 1 {
                     order.reverse();
@@ -200,7 +201,7 @@ pub async fn run(args: TlsArgs) -> anyhow::Result<()> {
         "response_bytes": answer.len(),
         "h1_connections": args.h1_connections,
         "h2_streams": args.h2_streams,
-        "repeats": args.repeats.max(1),
+        "repeats": repeats,
         "runs": rows,
     });
     if let Some(parent) = args.out.parent() {
