@@ -3,12 +3,14 @@
 # results (bench/results/*.json, *.svg). Take the figures on a quiet machine: the load
 # generator and the servers share its cores.
 #
-#   bench/run.sh                      all: decision, tls, cluster, then the report
+#   bench/run.sh                      all: decision, tls, budget, cluster, then the report
 #   bench/run.sh decision tls ...     some parts only (the report always follows)
 #   bench/run.sh report               the report alone, from the saved results
 #
 #   decision  in-process decision time (criterion: cargo bench -p wi-webhook --bench decision)
 #   tls       the webhook against its ceiling over TLS on 127.0.0.1 (wi-load tls)
+#   budget    the ceiling with 4 to 32 us of CPU time added per answer, next to the webhook:
+#             what a decision may cost for a ratio to the ceiling (wi-load budget)
 #   cluster   memory and pod-creation latency with a real control plane (wi-load cluster),
 #             started and stopped here, in its own state directory (default /tmp/wi-bench)
 #   memory    the memory figures of cluster alone (no pod creates), quicker; printed and
@@ -20,7 +22,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$(pwd)
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
-if [ $# -eq 0 ]; then set -- decision tls cluster; fi
+if [ $# -eq 0 ]; then set -- decision tls budget cluster; fi
 
 step() { printf '\n==> %s\n' "$*" >&2; }
 
@@ -50,6 +52,14 @@ for part in "$@"; do
         "$LOAD" tls
       fi
       ;;
+    budget)
+      step "what a decision may cost: the ceiling with CPU time added, next to the webhook"
+      if [ -n "${QUICK:-}" ]; then
+        "$LOAD" budget --closed-seconds 2 --warmup-seconds 0.5 --repeats 1
+      else
+        "$LOAD" budget
+      fi
+      ;;
     cluster | memory)
       step "memory and pod-creation latency through a real control plane"
       export WI_CLUSTER_DIR=${WI_BENCH_CLUSTER_DIR:-/tmp/wi-bench}
@@ -72,7 +82,7 @@ for part in "$@"; do
       ;;
     report) ;;
     *)
-      echo "unknown part: $part (decision, tls, cluster, memory or report)" >&2
+      echo "unknown part: $part (decision, tls, budget, cluster, memory or report)" >&2
       exit 2
       ;;
   esac

@@ -645,7 +645,7 @@ pub async fn run(args: ClusterArgs) -> anyhow::Result<()> {
         &["apply", "-f", "-"],
         Some(&config.stdout),
     )?;
-    let echo = ServerProcess::start(Kind::Echo, PodKind::Seed, &pki)?;
+    let echo = ServerProcess::start(Kind::Echo, PodKind::Seed, &pki, 0)?;
     let configurations: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
     create(
         &configurations,

@@ -351,6 +351,120 @@ fn tls_block(tls: &Value) -> String {
     s
 }
 
+/// The work a decision may cost for `ratio`, on a curve of (µs of work, ratio to the plain
+/// ceiling) sorted by work: interpolated between the two points around it; `None` when the
+/// curve does not come down to `ratio`.
+fn work_at(curve: &[(f64, f64)], ratio: f64) -> Option<f64> {
+    curve.windows(2).find_map(|w| {
+        let ((w0, r0), (w1, r1)) = (w[0], w[1]);
+        (r0 >= ratio && ratio >= r1 && r0 > r1).then(|| w0 + (r0 - ratio) / (r0 - r1) * (w1 - w0))
+    })
+}
+
+/// One server of `wi-load budget` in one protocol: its runs by repeat.
+fn budget_runs<'a>(budget: &'a Value, proto: &str, server: &str, work: u64) -> Vec<&'a Value> {
+    budget["runs"]
+        .as_array()
+        .map(|runs| {
+            runs.iter()
+                .filter(|r| {
+                    r["proto"] == proto
+                        && r["server"] == server
+                        && r["work_us"].as_u64().unwrap_or(0) == work
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A server's throughput over the plain ceiling's in the same repeat, for every repeat.
+fn budget_ratios(budget: &Value, proto: &str, server: &str, work: u64) -> Vec<f64> {
+    let ceiling = budget_runs(budget, proto, "ceiling", 0);
+    budget_runs(budget, proto, server, work)
+        .into_iter()
+        .filter_map(|r| {
+            let c = ceiling.iter().find(|c| c["repeat"] == r["repeat"])?;
+            Some(f(&r["throughput"]) / f(&c["throughput"]))
+        })
+        .collect()
+}
+
+fn median(values: &[f64]) -> f64 {
+    median_by(values.to_vec(), |v| *v).unwrap_or(f64::NAN)
+}
+
+fn budget_block(budget: &Value, decision: &Value) -> String {
+    if budget.is_null() {
+        return NOT_MEASURED.into();
+    }
+    let mut works: Vec<u64> = budget["runs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| r["server"] == "ceiling")
+        .filter_map(|r| r["work_us"].as_u64().or(Some(0)))
+        .collect();
+    works.sort_unstable();
+    works.dedup();
+    let router = decision.as_array().and_then(|l| {
+        l.iter()
+            .find(|b| b["id"] == "router/seed-agent/pools=1")
+            .map(|b| f(&b["median_ns"]) / 1e3)
+    });
+    let mut s = String::new();
+    for proto in ["HTTP/1.1", "HTTP/2"] {
+        if budget_runs(budget, proto, "ceiling", 0).is_empty() {
+            continue;
+        }
+        let _ = writeln!(
+            s,
+            "| {proto}, closed loop | answers/s | ratio to the ceiling | server CPU per answer |\n|---|---|---|---|"
+        );
+        let row = |s: &mut String, name: String, server: &str, work: u64| {
+            let runs = budget_runs(budget, proto, server, work);
+            let through: Vec<f64> = runs.iter().map(|r| f(&r["throughput"])).collect();
+            let cpu: Vec<f64> = runs
+                .iter()
+                .map(|r| f(&r["server_cpu_us_per_request"]))
+                .collect();
+            let ratios = budget_ratios(budget, proto, server, work);
+            let _ = writeln!(
+                s,
+                "| {name} | {:.0}/s | {:.2}{} | {} |",
+                median(&through),
+                median(&ratios),
+                each(&ratios, |r| format!("{r:.2}")),
+                us(median(&cpu)),
+            );
+            median(&ratios)
+        };
+        let mut curve = Vec::new();
+        for &work in &works {
+            let name = match work {
+                0 => "ceiling".to_string(),
+                w => format!("ceiling + {w} µs of CPU"),
+            };
+            curve.push((work as f64, row(&mut s, name, "ceiling", work)));
+        }
+        let webhook = row(&mut s, "webhook".into(), "webhook", 0);
+        let last = works.last().copied().unwrap_or(0);
+        let show =
+            |w: Option<f64>| w.map_or(format!("more than {last} µs"), |w| format!("{w:.1} µs"));
+        let _ = writeln!(
+            s,
+            "\n{proto}: {RATIO_TARGET} of the ceiling leaves a decision **{}** of CPU time per answer. \
+             The webhook's ratio, {webhook:.2}, is the ceiling's with {} added{}.\n",
+            show(work_at(&curve, RATIO_TARGET)),
+            show(work_at(&curve, webhook)),
+            router.map_or(String::new(), |r| format!(
+                "; in process its answer takes {} (`router/seed-agent/pools=1`, section 1)",
+                us(r)
+            )),
+        );
+    }
+    s
+}
+
 fn memory_block(cluster: &Value) -> String {
     if cluster.is_null() {
         return NOT_MEASURED.into();
@@ -863,6 +977,7 @@ pub fn run(args: ReportArgs) -> anyhow::Result<()> {
     };
     let tls = read(&args.results.join("tls.json")).unwrap_or(Value::Null);
     let cluster = read(&args.results.join("cluster.json")).unwrap_or(Value::Null);
+    let budget = read(&args.results.join("budget.json")).unwrap_or(Value::Null);
 
     let mut doc = std::fs::read_to_string(&args.doc)
         .with_context(|| format!("reading {}", args.doc.display()))?;
@@ -872,6 +987,7 @@ pub fn run(args: ReportArgs) -> anyhow::Result<()> {
         &machine_block(&[
             ("decision (criterion)", &decision),
             ("TLS", &tls),
+            ("budget", &budget),
             ("control plane", &cluster),
         ]),
     )?;
@@ -882,6 +998,11 @@ pub fn run(args: ReportArgs) -> anyhow::Result<()> {
     )?;
     doc = replace_block(&doc, "decision", &decision_block(&decision["benchmarks"]))?;
     doc = replace_block(&doc, "tls", &tls_block(&tls))?;
+    doc = replace_block(
+        &doc,
+        "budget",
+        &budget_block(&budget, &decision["benchmarks"]),
+    )?;
     doc = replace_block(&doc, "memory", &memory_block(&cluster))?;
     doc = replace_block(&doc, "cluster", &cluster_block(&cluster))?;
     std::fs::write(&args.doc, doc)?;
@@ -1019,5 +1140,46 @@ mod tests {
         assert!(
             targets_block(&Value::Null, &tls, &Value::Null).contains("| 3.00 ms | **missed** |")
         );
+    }
+
+    #[test]
+    fn the_budget_is_where_the_ratio_curve_crosses_the_target() {
+        let curve = [(0.0, 1.0), (4.0, 0.8), (8.0, 0.64), (12.0, 0.5)];
+        assert!((work_at(&curve, 0.6).unwrap() - 9.142_857).abs() < 1e-3);
+        assert_eq!(work_at(&curve, 0.8), Some(4.0));
+        assert_eq!(work_at(&curve, 0.4), None);
+
+        let mut runs = Vec::new();
+        // Repeat 1 ran on a slower machine: its ratios, not its throughputs, are compared.
+        for (repeat, scale) in [(0, 1.0), (1, 0.5), (2, 1.0)] {
+            for (server, work, throughput) in [
+                ("ceiling", 0, 1000.0),
+                ("ceiling", 4, 800.0),
+                ("ceiling", 8, 640.0),
+                ("ceiling", 12, 500.0),
+                ("webhook", 0, 570.0),
+            ] {
+                let mut r = run(server, repeat, 0, throughput * scale, 0.0);
+                if work > 0 {
+                    r["work_us"] = work.into();
+                }
+                runs.push(r);
+            }
+        }
+        let decision = json!([{"id": "router/seed-agent/pools=1", "median_ns": 16000.0}]);
+        let block = budget_block(&json!({ "runs": runs }), &decision);
+        assert!(
+            block.contains("| ceiling + 8 µs of CPU | 640/s | 0.64 (runs: 0.64, 0.64, 0.64) |"),
+            "{block}"
+        );
+        assert!(
+            block.contains("leaves a decision **9.1 µs** of CPU time per answer"),
+            "{block}"
+        );
+        assert!(
+            block.contains("The webhook's ratio, 0.57, is the ceiling's with 10.0 µs added; in process its answer takes 16.0 µs"),
+            "{block}"
+        );
+        assert!(!block.contains("HTTP/2"), "{block}");
     }
 }

@@ -6,7 +6,9 @@
 //!   admission as `wi-webhook serve` does (text lines on stderr);
 //! - `ceiling`: the same axum + rustls + hyper-util stack (`api::tls::serve`, the same body
 //!   limit and timeout layers) answering every POST with a canned AdmissionReview response:
-//!   the very bytes the webhook answers for the same request, with no decoding or mutation.
+//!   the very bytes the webhook answers for the same request, with no decoding or mutation;
+//!   with `--work-us N` it first burns N µs of its thread's CPU time per answer, as a decision
+//!   of that cost would (`wi-load budget`).
 
 use std::io::{BufRead, Write};
 use std::net::{Ipv4Addr, SocketAddr};
@@ -142,12 +144,13 @@ async fn request_timeout(req: axum::extract::Request, next: axum::middleware::Ne
     }
 }
 
-/// The ceiling: the webhook's stack and layers, a canned answer.
-pub fn ceiling_router(canned: Bytes) -> Router {
+/// The ceiling: the webhook's stack and layers, a canned answer, after `work` of CPU time.
+pub fn ceiling_router(canned: Bytes, work: Duration) -> Router {
     let answer = move |body: Bytes| {
         let canned = canned.clone();
         async move {
             drop(body);
+            burn(work);
             ([(header::CONTENT_TYPE, "application/json")], canned)
         }
     };
@@ -156,6 +159,29 @@ pub fn ceiling_router(canned: Bytes) -> Router {
             .route("/mutate", post(answer.clone()))
             .route("/validate", post(answer)),
     )
+}
+
+/// The CPU time of the calling thread, in nanoseconds.
+fn thread_cpu_nanos() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec for the call to fill.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Spins on this thread until it has used `work` more CPU time: a stand-in for a decision
+/// of that cost (the thread's clock, so time spent preempted does not count).
+fn burn(work: Duration) {
+    if work.is_zero() {
+        return;
+    }
+    let until = thread_cpu_nanos() + work.as_nanos() as u64;
+    while thread_cpu_nanos() < until {
+        std::hint::spin_loop();
+    }
 }
 
 /// The body limit and timeout layers of the webhook's router, for the canned servers.
@@ -171,6 +197,7 @@ pub async fn serve(
     pod_kind: PodKind,
     cert_dir: &Path,
     max_seconds: u64,
+    work_us: u64,
 ) -> anyhow::Result<()> {
     let pair = wi_certs::load_pair(
         &cert_dir.join(wi_certs::TLS_CERT_FILE),
@@ -184,7 +211,10 @@ pub async fn serve(
             logging::subscriber(filter, false, false, std::io::stderr).try_init()?;
             api::router(webhook_state(), api::DEFAULT_BODY_LIMIT)
         }
-        Kind::Ceiling => ceiling_router(canned_answer(&body(pod_kind)).await?),
+        Kind::Ceiling => ceiling_router(
+            canned_answer(&body(pod_kind)).await?,
+            Duration::from_micros(work_us),
+        ),
         Kind::Echo => echo_router(&canned_answer(&body(pod_kind)).await?)?,
     };
     let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
@@ -251,13 +281,18 @@ pub fn echo_router(canned: &[u8]) -> anyhow::Result<Router> {
 
 /// A server child process; stopped (stdin closed, then killed if need be) on drop.
 pub struct ServerProcess {
-    pub kind: Kind,
     pub addr: SocketAddr,
     child: Child,
 }
 
 impl ServerProcess {
-    pub fn start(kind: Kind, pod_kind: PodKind, cert_dir: &Path) -> anyhow::Result<Self> {
+    /// `work_us`: the ceiling's CPU time per answer on top of its canned one.
+    pub fn start(
+        kind: Kind,
+        pod_kind: PodKind,
+        cert_dir: &Path,
+        work_us: u64,
+    ) -> anyhow::Result<Self> {
         let exe = std::env::current_exe()?;
         let pod_arg = match pod_kind {
             PodKind::Seed => "seed",
@@ -271,6 +306,8 @@ impl ServerProcess {
                 kind.name(),
                 "--pod",
                 pod_arg,
+                "--work-us",
+                &work_us.to_string(),
                 "--cert-dir",
             ])
             .arg(cert_dir)
@@ -288,7 +325,7 @@ impl ServerProcess {
             .strip_prefix("LISTENING ")
             .with_context(|| format!("the server said {line:?}"))?
             .parse()?;
-        Ok(ServerProcess { kind, addr, child })
+        Ok(ServerProcess { addr, child })
     }
 
     pub fn pid(&self) -> u32 {
