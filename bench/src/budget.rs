@@ -1,6 +1,6 @@
 //! `wi-load budget`: how much CPU time a decision may cost. The ceiling of `wi-load tls`
 //! burns N µs of CPU time per answer before its canned one, for every N asked, and is
-//! measured in the closed loop next to the plain ceiling and the webhook. The report draws
+//! measured in the closed loop next to the plain ceiling and the webhook. The report tabulates
 //! the ratio to the plain ceiling against N: where it crosses the target is the budget of a
 //! decision on this machine, and where the webhook's ratio falls on it is what the webhook's
 //! answer costs in effect, the stack's extra work included.

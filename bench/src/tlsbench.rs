@@ -1,5 +1,7 @@
 //! `wi-load tls`: the webhook and its ceiling over TLS on loopback, each in its own process,
 //! measured one after the other on every scenario (so drift of a shared machine hits both).
+//! [`Bench`] (start the servers, measure them in turn, write the results) is shared with
+//! `wi-load budget`.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
