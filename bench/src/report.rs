@@ -234,12 +234,19 @@ type Pair<'a> = (&'a Value, &'a Value, f64);
 /// The closed-loop runs of the webhook and the ceiling, paired by repeat (each pair ran back
 /// to back), with the webhook's throughput over the ceiling's, in the order of the repeats.
 fn pairs<'a>(tls: &'a Value, proto: &str) -> Vec<Pair<'a>> {
-    let ceiling = repeats(tls, "ceiling", proto, 0);
-    repeats(tls, "webhook", proto, 0)
-        .into_iter()
-        .filter_map(|w| {
-            let c = ceiling.iter().find(|c| c["repeat"] == w["repeat"])?;
-            Some((w, *c, f(&w["throughput"]) / f(&c["throughput"])))
+    by_repeat(
+        repeats(tls, "webhook", proto, 0),
+        &repeats(tls, "ceiling", proto, 0),
+    )
+}
+
+/// Each of `runs` with the run of `base` of the same repeat, and its throughput over that
+/// one's; runs without such a base are left out.
+fn by_repeat<'a>(runs: Vec<&'a Value>, base: &[&'a Value]) -> Vec<Pair<'a>> {
+    runs.into_iter()
+        .filter_map(|r| {
+            let b = base.iter().find(|b| b["repeat"] == r["repeat"])?;
+            Some((r, *b, f(&r["throughput"]) / f(&b["throughput"])))
         })
         .collect()
 }
@@ -363,30 +370,35 @@ fn work_at(curve: &[(f64, f64)], ratio: f64) -> Option<f64> {
 
 /// One server of `wi-load budget` in one protocol: its runs by repeat.
 fn budget_runs<'a>(budget: &'a Value, proto: &str, server: &str, work: u64) -> Vec<&'a Value> {
-    budget["runs"]
-        .as_array()
-        .map(|runs| {
-            runs.iter()
-                .filter(|r| {
-                    r["proto"] == proto
-                        && r["server"] == server
-                        && r["work_us"].as_u64().unwrap_or(0) == work
-                })
-                .collect()
-        })
-        .unwrap_or_default()
+    repeats(budget, server, proto, 0)
+        .into_iter()
+        .filter(|r| work_of(r) == work)
+        .collect()
+}
+
+/// The CPU time a run's server added per answer (absent: none).
+fn work_of(run: &Value) -> u64 {
+    run["work_us"].as_u64().unwrap_or(0)
 }
 
 /// A server's throughput over the plain ceiling's in the same repeat, for every repeat.
 fn budget_ratios(budget: &Value, proto: &str, server: &str, work: u64) -> Vec<f64> {
-    let ceiling = budget_runs(budget, proto, "ceiling", 0);
-    budget_runs(budget, proto, server, work)
-        .into_iter()
-        .filter_map(|r| {
-            let c = ceiling.iter().find(|c| c["repeat"] == r["repeat"])?;
-            Some(f(&r["throughput"]) / f(&c["throughput"]))
-        })
-        .collect()
+    by_repeat(
+        budget_runs(budget, proto, server, work),
+        &budget_runs(budget, proto, "ceiling", 0),
+    )
+    .into_iter()
+    .map(|p| p.2)
+    .collect()
+}
+
+/// A criterion benchmark's median, in µs.
+fn criterion_us(decision: &Value, id: &str) -> Option<f64> {
+    decision
+        .as_array()?
+        .iter()
+        .find(|b| b["id"] == id)
+        .map(|b| f(&b["median_ns"]) / 1e3)
 }
 
 fn median(values: &[f64]) -> f64 {
@@ -402,15 +414,11 @@ fn budget_block(budget: &Value, decision: &Value) -> String {
         .into_iter()
         .flatten()
         .filter(|r| r["server"] == "ceiling")
-        .filter_map(|r| r["work_us"].as_u64().or(Some(0)))
+        .map(work_of)
         .collect();
     works.sort_unstable();
     works.dedup();
-    let router = decision.as_array().and_then(|l| {
-        l.iter()
-            .find(|b| b["id"] == "router/seed-agent/pools=1")
-            .map(|b| f(&b["median_ns"]) / 1e3)
-    });
+    let router = criterion_us(decision, "router/seed-agent/pools=1");
     let mut s = String::new();
     for proto in ["HTTP/1.1", "HTTP/2"] {
         if budget_runs(budget, proto, "ceiling", 0).is_empty() {
@@ -638,11 +646,7 @@ fn cluster_block(cluster: &Value) -> String {
 
 fn targets_block(decision: &Value, tls: &Value, cluster: &Value) -> String {
     let mut s = String::from("| target | measured | |\n|---|---|---|\n");
-    let seed = decision.as_array().and_then(|l| {
-        l.iter()
-            .find(|b| b["id"] == "review/seed-agent/pools=1")
-            .map(|b| f(&b["median_ns"]) / 1e3)
-    });
+    let seed = criterion_us(decision, "review/seed-agent/pools=1");
     match seed {
         Some(v) => {
             let _ = writeln!(

@@ -61,19 +61,19 @@ pub struct LoadArgs {
 
 #[derive(Serialize)]
 pub struct Row {
-    pub server: &'static str,
+    server: &'static str,
     /// CPU time the ceiling burns per answer on top of its canned one (`wi-load budget`).
     #[serde(skip_serializing_if = "is_zero")]
-    pub work_us: u64,
+    work_us: u64,
     /// Which repeat of the scenario (0-based).
-    pub repeat: usize,
+    repeat: usize,
     #[serde(flatten)]
-    pub run: Run,
+    run: Run,
     /// CPU time of the server process per answered request.
-    pub server_cpu_us_per_request: f64,
+    server_cpu_us_per_request: f64,
     /// CPU time of the load generator per answered request.
-    pub client_cpu_us_per_request: f64,
-    pub server_memory: procfs::Memory,
+    client_cpu_us_per_request: f64,
+    server_memory: procfs::Memory,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -109,8 +109,8 @@ struct Server {
 pub struct Bench {
     servers: Vec<Server>,
     dir: PathBuf,
-    pub body: Bytes,
-    pub answer: Bytes,
+    body: Bytes,
+    answer: Bytes,
 }
 
 impl Drop for Bench {
