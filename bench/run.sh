@@ -9,8 +9,9 @@
 #
 #   decision  in-process decision time (criterion: cargo bench -p wi-webhook --bench decision)
 #   tls       the webhook against its ceiling over TLS on 127.0.0.1 (wi-load tls)
-#   budget    the ceiling with 4 to 32 us of CPU time added per answer, next to the webhook:
-#             what a decision may cost for a ratio to the ceiling (wi-load budget)
+#   budget    the ceiling with 4 to 32 us of CPU time added per answer, next to the webhook
+#             and its floor (the webhook with its decision taken out): what a decision may
+#             cost for a ratio to the ceiling (wi-load budget)
 #   cluster   memory and pod-creation latency with a real control plane (wi-load cluster),
 #             started and stopped here, in its own state directory (default /tmp/wi-bench)
 #   memory    the memory figures of cluster alone (no pod creates), quicker; printed and

@@ -3,7 +3,9 @@
 //! measured in the closed loop next to the plain ceiling and the webhook. The report tabulates
 //! the ratio to the plain ceiling against N: where it crosses the target is the budget of a
 //! decision on this machine, and where the webhook's ratio falls on it is what the webhook's
-//! answer costs in effect, the stack's extra work included.
+//! answer costs in effect, the stack's extra work included. The floor (the webhook with its
+//! decision taken out, `floor`) is measured alongside: what the webhook costs before it
+//! decides anything, and so what is left to a decision.
 
 use std::path::PathBuf;
 
@@ -26,7 +28,7 @@ pub struct BudgetArgs {
 
 pub async fn run(args: BudgetArgs) -> anyhow::Result<()> {
     let machine = procfs::machine();
-    let mut specs = vec![Spec::WEBHOOK, Spec::CEILING];
+    let mut specs = vec![Spec::WEBHOOK, Spec::FLOOR, Spec::CEILING];
     specs.extend(
         args.work_us
             .iter()

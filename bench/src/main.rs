@@ -12,6 +12,7 @@
 mod budget;
 mod cluster;
 mod fixtures;
+mod floor;
 mod load;
 mod procfs;
 mod report;

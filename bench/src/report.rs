@@ -454,6 +454,14 @@ fn budget_block(budget: &Value, decision: &Value) -> String {
             };
             curve.push((work as f64, row(&mut s, name, "ceiling", work)));
         }
+        let floor = (!budget_runs(budget, proto, "floor", 0).is_empty()).then(|| {
+            row(
+                &mut s,
+                "floor: the webhook, its decision taken out".into(),
+                "floor",
+                0,
+            )
+        });
         let webhook = row(&mut s, "webhook".into(), "webhook", 0);
         let last = works.last().copied().unwrap_or(0);
         let show =
@@ -469,6 +477,25 @@ fn budget_block(budget: &Value, decision: &Value) -> String {
                 us(r)
             )),
         );
+        if let Some(floor) = floor {
+            // The floor's own work (reading the review, encoding, metrics, the line), as CPU
+            // time added to the ceiling; what is left of the budget is the decision's.
+            let floor_work = work_at(&curve, floor).or((floor >= 1.0).then_some(0.0));
+            let left = match (work_at(&curve, RATIO_TARGET), floor_work) {
+                (Some(budget), Some(floor)) if budget > floor => {
+                    format!("leaves the decision itself {:.1} µs", budget - floor)
+                }
+                (Some(_), Some(_)) => "leaves the decision itself nothing".to_string(),
+                _ => "leaves the decision itself what the budget has over it".to_string(),
+            };
+            let _ = writeln!(
+                s,
+                "The floor, the webhook answering the same bytes without deciding, reaches {floor:.2}: \
+                 reading the review, encoding the answer, the metrics and the admission line cost as \
+                 much as {} of CPU time would, which {left}.\n",
+                show(floor_work),
+            );
+        }
     }
     s
 }

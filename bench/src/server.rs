@@ -4,6 +4,7 @@
 //! - `webhook`: the real admission router (`api::router`) over `api::tls::serve`, with the
 //!   seed's ServiceAccount in the cache and the seed's AgentPool in the index, logging every
 //!   admission as `wi-webhook serve` does (text lines on stderr);
+//! - `floor`: the webhook with its decision taken out (`floor`);
 //! - `ceiling`: the same axum + rustls + hyper-util stack (`api::tls::serve`, the same body
 //!   limit and timeout layers) answering every POST with a canned AdmissionReview response:
 //!   the very bytes the webhook answers for the same request, with no decoding or mutation;
@@ -48,6 +49,9 @@ pub enum Kind {
     /// The ceiling's canned answer with the request's uid copied in, as the API server
     /// requires: what calling any webhook that answers this patch costs the API server.
     Echo,
+    /// The webhook with its decision taken out (`floor`): what answering costs on this
+    /// stack before anything is decided.
+    Floor,
 }
 
 impl Kind {
@@ -56,6 +60,7 @@ impl Kind {
             Kind::Webhook => "webhook",
             Kind::Ceiling => "ceiling",
             Kind::Echo => "echo",
+            Kind::Floor => "floor",
         }
     }
 }
@@ -185,7 +190,7 @@ fn burn(work: Duration) {
 }
 
 /// The body limit and timeout layers of the webhook's router, for the canned servers.
-fn webhook_layers(router: Router) -> Router {
+pub fn webhook_layers(router: Router) -> Router {
     router
         .layer(DefaultBodyLimit::max(api::DEFAULT_BODY_LIMIT))
         .layer(axum::middleware::from_fn(request_timeout))
@@ -204,13 +209,18 @@ pub async fn serve(
         &cert_dir.join(wi_certs::TLS_KEY_FILE),
     )?;
     let config = tls::server_config(tls::CertSlot::new(pair.certified_key), false)?;
+    if matches!(kind, Kind::Webhook | Kind::Floor) {
+        // As `wi-webhook serve` logs by default: text lines, level info.
+        let filter = tracing_subscriber::EnvFilter::new("info");
+        logging::subscriber(filter, false, false, std::io::stderr).try_init()?;
+    }
     let app = match kind {
-        Kind::Webhook => {
-            // As `wi-webhook serve` logs by default: text lines, level info.
-            let filter = tracing_subscriber::EnvFilter::new("info");
-            logging::subscriber(filter, false, false, std::io::stderr).try_init()?;
-            api::router(webhook_state(), api::DEFAULT_BODY_LIMIT)
-        }
+        Kind::Webhook => api::router(webhook_state(), api::DEFAULT_BODY_LIMIT),
+        Kind::Floor => crate::floor::router(
+            webhook_state(),
+            &canned_answer(&body(pod_kind)).await?,
+            fixtures::POOL,
+        )?,
         Kind::Ceiling => ceiling_router(
             canned_answer(&body(pod_kind)).await?,
             Duration::from_micros(work_us),

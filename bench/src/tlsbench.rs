@@ -96,6 +96,10 @@ impl Spec {
         kind: Kind::Ceiling,
         work_us: 0,
     };
+    pub const FLOOR: Spec = Spec {
+        kind: Kind::Floor,
+        work_us: 0,
+    };
 }
 
 struct Server {

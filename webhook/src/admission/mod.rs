@@ -25,7 +25,7 @@ use crate::mutation::{self, Context};
 use crate::pod::{PodView, display_name};
 use crate::policy::{self, Policy, Subject, Verdict, Violation};
 use crate::serviceaccounts::{SaAnnotations, SaMeta, ServiceAccounts, annotations};
-pub use raw::{PodObject, RawObject};
+pub use raw::{PodObject, RawObject, Unread};
 
 /// A body the webhook cannot answer with an AdmissionReview: rendered as HTTP 400.
 #[derive(Debug, Error, PartialEq, Eq)]

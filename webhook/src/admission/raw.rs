@@ -367,6 +367,19 @@ macro_rules! raw_resource {
 
 raw_resource!(RawObject, this => &this.meta, &mut this.meta);
 raw_resource!(PodObject, this => this.0.meta(), this.0.meta_mut());
+raw_resource!(Unread, this => &this.0, &mut this.0);
+
+/// An object scanned (its JSON checked) and dropped: a request read for its envelope alone,
+/// as the benchmarks' floor reads it (`wi-load budget`).
+#[derive(Clone, Debug, Default)]
+pub struct Unread(ObjectMeta);
+
+impl<'de> Deserialize<'de> for Unread {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        IgnoredAny::deserialize(d)?;
+        Ok(Unread::default())
+    }
+}
 
 impl Serialize for PodObject {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -406,6 +419,13 @@ mod tests {
             "the order of the keys is kept"
         );
         assert_eq!(raw.meta().generate_name.as_deref(), Some("agent-"));
+    }
+
+    #[test]
+    fn an_unread_object_is_checked_and_dropped() {
+        let unread: Unread = serde_json::from_str(r#"{"spec": {"containers": [1, "x"]}}"#).unwrap();
+        assert_eq!(unread.meta().name, None);
+        assert!(serde_json::from_str::<Unread>(r#"{"spec": {"containers": [1,}}"#).is_err());
     }
 
     #[test]

@@ -18,7 +18,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use http::{StatusCode, header};
 
-use crate::admission::Admitter;
+use crate::admission::{Admitter, Outcome};
 use crate::metrics::Metrics;
 use crate::policy::events::{EventSink, Finding};
 use error::ApiError;
@@ -155,46 +155,51 @@ async fn answer(
             tracing::warn!(error = %bad, "not an AdmissionReview");
             ApiError::new(StatusCode::BAD_REQUEST, bad.0).into_response()
         }
-        Ok(outcome) => {
-            let encoded = wire::encode(&outcome.review);
-            let seconds = started.elapsed().as_secs_f64();
-            let decision = outcome.decision.as_str();
-            state
-                .metrics
-                .record(decision, outcome.operation, outcome.dry_run, seconds);
-            for v in &outcome.violations {
-                state
-                    .metrics
-                    .violation(&v.pool, v.rule, v.enforcement.as_str());
-                if !outcome.denied() {
-                    state.events.report(Finding {
-                        violation: v.clone(),
-                        object: format!("{} {}/{}", outcome.kind, outcome.namespace, outcome.name),
-                    });
-                }
-            }
-            tracing::info!(
-                uid = %outcome.uid,
-                namespace = %outcome.namespace,
-                kind = %outcome.kind,
-                name = %outcome.name,
-                operation = outcome.operation,
-                pool = outcome.pool.as_deref().unwrap_or(""),
-                violations = %outcome.violations.iter().map(|v| v.rule).collect::<Vec<_>>().join(","),
-                decision,
-                rule = outcome.rule.unwrap_or(""),
-                dry_run = outcome.dry_run,
-                latency_us = (seconds * 1e6) as u64,
-                "admission"
-            );
-            match encoded {
-                Ok(bytes) => ([(header::CONTENT_TYPE, "application/json")], bytes).into_response(),
-                Err(e) => ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    format!("cannot encode the answer: {e}"),
-                )
-                .into_response(),
-            }
+        Ok(outcome) => respond(&state, outcome, started),
+    }
+}
+
+/// Everything after a decision: the answer encoded, the metrics, the findings' Events and
+/// the admission line. Public for the benchmarks' floor (a server that answers without
+/// deciding, `wi-load budget`).
+pub fn respond(state: &AppState, outcome: Outcome, started: Instant) -> Response {
+    let encoded = wire::encode(&outcome.review);
+    let seconds = started.elapsed().as_secs_f64();
+    let decision = outcome.decision.as_str();
+    state
+        .metrics
+        .record(decision, outcome.operation, outcome.dry_run, seconds);
+    for v in &outcome.violations {
+        state
+            .metrics
+            .violation(&v.pool, v.rule, v.enforcement.as_str());
+        if !outcome.denied() {
+            state.events.report(Finding {
+                violation: v.clone(),
+                object: format!("{} {}/{}", outcome.kind, outcome.namespace, outcome.name),
+            });
         }
+    }
+    tracing::info!(
+        uid = %outcome.uid,
+        namespace = %outcome.namespace,
+        kind = %outcome.kind,
+        name = %outcome.name,
+        operation = outcome.operation,
+        pool = outcome.pool.as_deref().unwrap_or(""),
+        violations = %outcome.violations.iter().map(|v| v.rule).collect::<Vec<_>>().join(","),
+        decision,
+        rule = outcome.rule.unwrap_or(""),
+        dry_run = outcome.dry_run,
+        latency_us = (seconds * 1e6) as u64,
+        "admission"
+    );
+    match encoded {
+        Ok(bytes) => ([(header::CONTENT_TYPE, "application/json")], bytes).into_response(),
+        Err(e) => ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot encode the answer: {e}"),
+        )
+        .into_response(),
     }
 }
