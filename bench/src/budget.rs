@@ -11,7 +11,7 @@ use std::path::PathBuf;
 
 use crate::procfs;
 use crate::server::Kind;
-use crate::tlsbench::{Bench, LoadArgs, Spec};
+use crate::tlsbench::{Bench, LoadArgs, Mode, Spec};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct BudgetArgs {
@@ -39,6 +39,6 @@ pub async fn run(args: BudgetArgs) -> anyhow::Result<()> {
             }),
     );
     let bench = Bench::start(&specs, &args.load).await?;
-    let rows = bench.measure(&args.load, &[None], 0.0).await?;
+    let rows = bench.measure(&args.load, &[Mode::Closed]).await?;
     bench.write(&args.out, machine, &args.load, rows)
 }

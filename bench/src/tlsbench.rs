@@ -102,6 +102,15 @@ impl Spec {
     };
 }
 
+/// How a run loads a server.
+#[derive(Clone, Copy, Debug)]
+pub enum Mode {
+    /// Requests back to back, for `closed_seconds`: the maximum throughput.
+    Closed,
+    /// Requests due at a fixed rate (per second), for `seconds`.
+    Open { rate: u64, seconds: f64 },
+}
+
 struct Server {
     spec: Spec,
     process: ServerProcess,
@@ -182,15 +191,9 @@ impl Bench {
         Ok(bench)
     }
 
-    /// Every mode (`None`: closed loop; `Some(rate)`: open loop for `open_seconds`) of every
-    /// protocol, `repeats` times, the servers in turn (their order reversed every other
-    /// time).
-    pub async fn measure(
-        &self,
-        load: &LoadArgs,
-        modes: &[Option<u64>],
-        open_seconds: f64,
-    ) -> anyhow::Result<Vec<Row>> {
+    /// Every mode of every protocol, `repeats` times, the servers in turn (their order
+    /// reversed every other time).
+    pub async fn measure(&self, load: &LoadArgs, modes: &[Mode]) -> anyhow::Result<Vec<Row>> {
         let servers = &self.servers;
         let mut rows = Vec::new();
         let repeats = load.repeats.max(1);
@@ -227,12 +230,12 @@ impl Bench {
                     );
                     let t0 = Instant::now();
                     let run = match mode {
-                        None => {
+                        Mode::Closed => {
                             let d = Duration::from_secs_f64(load.closed_seconds);
                             load::closed_loop(target, proto, conns, load.h2_streams, d).await
                         }
-                        Some(rate) => {
-                            let d = Duration::from_secs_f64(open_seconds);
+                        Mode::Open { rate, seconds } => {
+                            let d = Duration::from_secs_f64(seconds);
                             load::open_loop(target, proto, conns, rate, d).await
                         }
                     };
@@ -258,7 +261,10 @@ impl Bench {
                         "{:12} {:8} {:>6} #{} {:>9.0}/s  p50 {:>8.1} us  p99 {:>8.1} us  p99.9 {:>8.1} us  errors {} dropped {} reconnects {}  ({:.1} s)",
                         name,
                         proto.label(),
-                        mode.map_or("closed".into(), |r| format!("{r}/s")),
+                        match mode {
+                            Mode::Closed => "closed".to_string(),
+                            Mode::Open { rate, .. } => format!("{rate}/s"),
+                        },
                         repeat + 1,
                         row.run.throughput,
                         row.run.latency.p50_us,
@@ -310,8 +316,11 @@ impl Bench {
 pub async fn run(args: TlsArgs) -> anyhow::Result<()> {
     let machine = procfs::machine();
     let bench = Bench::start(&[Spec::WEBHOOK, Spec::CEILING], &args.load).await?;
-    let mut modes: Vec<Option<u64>> = vec![None];
-    modes.extend(args.rates.iter().map(|&r| Some(r)));
-    let rows = bench.measure(&args.load, &modes, args.open_seconds).await?;
+    let mut modes = vec![Mode::Closed];
+    modes.extend(args.rates.iter().map(|&rate| Mode::Open {
+        rate,
+        seconds: args.open_seconds,
+    }));
+    let rows = bench.measure(&args.load, &modes).await?;
     bench.write(&args.out, machine, &args.load, rows)
 }
