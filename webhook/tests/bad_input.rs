@@ -132,8 +132,8 @@ async fn still_serving(state: &Arc<AppState>) {
     assert!(String::from_utf8(patch).unwrap().contains(CLIENT_ID));
 }
 
-/// `(case, body, status, message)`: 400 answers carry `{"error": message, "code": 400}`.
-fn refused_cases() -> Vec<(&'static str, Vec<u8>, &'static str)> {
+/// `(case, body, message)`: 400 answers carry `{"error": message, "code": 400}`.
+fn refused_cases() -> Vec<(&'static str, Vec<u8>, String)> {
     let good = review("uid-1", agent_pod());
     let with = |f: &dyn Fn(&mut Value)| {
         let mut v = good.clone();
@@ -150,7 +150,14 @@ fn refused_cases() -> Vec<(&'static str, Vec<u8>, &'static str)> {
     let mut bad_utf8 = serde_json::to_vec(&good).unwrap();
     let at = bad_utf8.windows(5).position(|w| w == b"agent").unwrap();
     bad_utf8[at] = 0xff;
-    vec![
+    // In the image, a field the mutating path skips without keeping it.
+    let mut bad_utf8_skipped = serde_json::to_vec(&good).unwrap();
+    let image = bad_utf8_skipped
+        .windows(7)
+        .position(|w| w == b"example")
+        .unwrap();
+    bad_utf8_skipped[image] = 0xc3;
+    let cases = vec![
         (
             "empty body",
             Vec::new(),
@@ -246,7 +253,7 @@ fn refused_cases() -> Vec<(&'static str, Vec<u8>, &'static str)> {
         (
             "invalid UTF-8 in a string",
             bad_utf8,
-            "body is not an AdmissionReview: invalid unicode code point at line 1 column 209",
+            "body is not an AdmissionReview: invalid UTF-8 at line 1 column 209",
         ),
         (
             "trailing garbage after the review",
@@ -257,7 +264,20 @@ fn refused_cases() -> Vec<(&'static str, Vec<u8>, &'static str)> {
             },
             "body is not an AdmissionReview: trailing characters at line 1 column 608",
         ),
-    ]
+    ];
+    let mut cases: Vec<_> = cases
+        .into_iter()
+        .map(|(case, body, message)| (case, body, message.to_string()))
+        .collect();
+    cases.push((
+        "invalid UTF-8 in a string the mutating path skips",
+        bad_utf8_skipped,
+        format!(
+            "body is not an AdmissionReview: invalid UTF-8 at line 1 column {}",
+            image + 1
+        ),
+    ));
+    cases
 }
 
 #[tokio::test]

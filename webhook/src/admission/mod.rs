@@ -122,7 +122,18 @@ pub fn decode<T>(body: &[u8]) -> Result<AdmissionRequest<T>, BadReview>
 where
     T: Resource<DynamicType = ()> + serde::de::DeserializeOwned,
 {
-    let review: envelope::AdmissionReview<T> = serde_json::from_slice(body)
+    // JSON is UTF-8 (RFC 8259), and the API server sends nothing else. Checked here, over
+    // the whole body: serde_json skips the strings of fields a decoder does not keep without
+    // checking them, so invalid UTF-8 in a skipped field would otherwise pass on `/mutate`
+    // (which keeps little of the pod) and fail on `/validate` (which keeps it all). The
+    // check is word-at-a-time over ASCII, and the parse then reads strings unchecked.
+    let text = std::str::from_utf8(body).map_err(|e| {
+        let (line, column) = position(body, e.valid_up_to());
+        BadReview(format!(
+            "body is not an AdmissionReview: invalid UTF-8 at line {line} column {column}"
+        ))
+    })?;
+    let review: envelope::AdmissionReview<T> = serde_json::from_str(text)
         .map_err(|e| BadReview(format!("body is not an AdmissionReview: {e}")))?;
     if review.kind != "AdmissionReview" || !VERSIONS.contains(&review.api_version.as_str()) {
         return Err(BadReview(format!(
@@ -143,6 +154,19 @@ where
         return Err(BadReview("AdmissionReview request has no uid".into()));
     }
     Ok(request)
+}
+
+/// The 1-based line and column of byte `at`, as serde_json counts them in its errors.
+fn position(body: &[u8], at: usize) -> (usize, usize) {
+    let before = &body[..at];
+    let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+    let column = at
+        - before
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(0, |i| i + 1)
+        + 1;
+    (line, column)
 }
 
 /// The request's namespace, else the object's: a pod from a controller has no
