@@ -78,19 +78,10 @@ async fn mutate(State(floor): State<Arc<Floor>>, body: Bytes) -> Response {
     response.patch = Some(canned.patch.clone());
     response.warnings = canned.warnings.clone();
     response.audit_annotations = canned.audit_annotations.clone();
-    let outcome = Outcome {
-        review: response.into_review(),
-        uid: req.uid.clone(),
-        operation: admission::operation_name(&req.operation),
-        kind: req.kind.kind.clone(),
-        namespace: req.namespace.clone().unwrap_or_default(),
-        name: req.name.clone(),
-        dry_run: req.dry_run,
-        decision: Decision::Mutated,
-        rule: None,
-        pool: Some(canned.pool.clone()),
-        violations: Vec::new(),
-    };
+    let mut outcome = Outcome::of(&req);
+    outcome.review = response.into_review();
+    outcome.decision = Decision::Mutated;
+    outcome.pool = Some(canned.pool.clone());
     api::respond(&floor.state, outcome, started)
 }
 

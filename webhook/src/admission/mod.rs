@@ -182,8 +182,9 @@ fn is_core_pod<T: Resource>(req: &AdmissionRequest<T>) -> bool {
     req.kind.group.is_empty() && req.kind.kind == "Pod"
 }
 
-impl Admitter {
-    fn outcome<T: Resource>(req: &AdmissionRequest<T>) -> Outcome {
+impl Outcome {
+    /// Allowed unchanged, with what to log of `req`: where every decision starts.
+    pub fn of<T: Resource>(req: &AdmissionRequest<T>) -> Outcome {
         Outcome {
             review: AdmissionResponse::from(req).into_review(),
             uid: req.uid.clone(),
@@ -198,7 +199,9 @@ impl Admitter {
             violations: Vec::new(),
         }
     }
+}
 
+impl Admitter {
     /// Answers one AdmissionReview body sent to `/mutate`.
     pub async fn review(&self, body: &[u8]) -> Result<Outcome, BadReview> {
         let request = decode(body)?;
@@ -207,7 +210,7 @@ impl Admitter {
 
     /// The mutating path: pod CREATE gets the policy and the mutation; the rest is allowed.
     pub async fn admit(&self, req: &AdmissionRequest<PodObject>) -> Result<Outcome, BadReview> {
-        let mut outcome = Self::outcome(req);
+        let mut outcome = Outcome::of(req);
         if !is_core_pod(req) || req.sub_resource.is_some() || req.operation != Operation::Create {
             return Ok(outcome);
         }

@@ -23,7 +23,7 @@ impl Admitter {
     }
 
     pub async fn validate(&self, req: &AdmissionRequest<RawObject>) -> Result<Outcome, BadReview> {
-        let mut outcome = Self::outcome(req);
+        let mut outcome = Outcome::of(req);
         let create_or_update = matches!(req.operation, Operation::Create | Operation::Update);
         let Some(object) = req.object.as_ref().filter(|_| create_or_update) else {
             return Ok(outcome);
