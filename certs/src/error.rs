@@ -1,0 +1,62 @@
+//! What goes wrong making certificates and checking a pair on disk; every message names
+//! the file.
+
+use std::path::PathBuf;
+
+/// Errors of generation and of writing files.
+#[derive(Debug, thiserror::Error)]
+pub enum GenerateError {
+    #[error("cannot generate certificate: {0}")]
+    Rcgen(#[from] rcgen::Error),
+    #[error("{path}: cannot write: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the CA private key does not match the CA certificate")]
+    CaKeyMismatch,
+    #[error("not a certificate: {0}")]
+    BadCertificate(String),
+}
+
+/// What is wrong with a certificate/key pair on disk. Every variant names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("{path}: unreadable: {source}")]
+    Unreadable {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: malformed PEM or DER: {reason}")]
+    Malformed { path: PathBuf, reason: String },
+    #[error("{path}: no certificate (expected a PEM `CERTIFICATE` block)")]
+    NoCertificate { path: PathBuf },
+    #[error("{path}: no private key (expected a PEM PKCS#8, PKCS#1 or SEC1 private key block)")]
+    NoKey { path: PathBuf },
+    #[error("{path}: unsupported private key: {reason}")]
+    UnsupportedKey { path: PathBuf, reason: String },
+    #[error("{key_path}: private key does not match the certificate in {cert_path}")]
+    KeyMismatch {
+        cert_path: PathBuf,
+        key_path: PathBuf,
+    },
+    #[error("{path}: certificate #{index} (subject {subject}) expired at {not_after}")]
+    Expired {
+        path: PathBuf,
+        index: usize,
+        subject: String,
+        not_after: String,
+    },
+    #[error("{path}: certificate #{index} (subject {subject}) is not valid before {not_before}")]
+    NotYetValid {
+        path: PathBuf,
+        index: usize,
+        subject: String,
+        not_before: String,
+    },
+}
