@@ -73,7 +73,7 @@ impl Ca {
     pub fn from_pem(cert: &str, key: &str) -> Result<Self, GenerateError> {
         let key_pair = KeyPair::from_pem(key)?;
         let der = CertificateDer::from_pem_slice(cert.as_bytes())
-            .map_err(|e| GenerateError::BadCertificate(e.to_string()))?;
+            .map_err(|e| GenerateError::BadCertificate(e.into()))?;
         let mut ca = Self::from_der(&der, key_pair)?;
         // Keep the PEM as given (comments, a chain after the CA).
         ca.pem = Pem {
@@ -87,7 +87,7 @@ impl Ca {
     pub fn from_der(cert: &CertificateDer<'_>, key: KeyPair) -> Result<Self, GenerateError> {
         use rcgen::PublicKeyData as _;
         let (_, parsed) = x509_parser::parse_x509_certificate(cert)
-            .map_err(|e| GenerateError::BadCertificate(e.to_string()))?;
+            .map_err(|e| GenerateError::BadCertificate(e.into()))?;
         if parsed.tbs_certificate.subject_pki.raw != key.subject_public_key_info().as_slice() {
             return Err(GenerateError::CaKeyMismatch);
         }

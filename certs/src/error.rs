@@ -3,6 +3,15 @@
 
 use std::path::PathBuf;
 
+/// Why bytes are not a certificate.
+#[derive(Debug, thiserror::Error)]
+pub enum CertificateError {
+    #[error(transparent)]
+    Pem(#[from] rustls::pki_types::pem::Error),
+    #[error(transparent)]
+    X509(#[from] x509_parser::nom::Err<x509_parser::error::X509Error>),
+}
+
 /// Errors of generation and of writing files.
 #[derive(Debug, thiserror::Error)]
 pub enum GenerateError {
@@ -20,8 +29,9 @@ pub enum GenerateError {
     },
     #[error("the CA private key does not match the CA certificate")]
     CaKeyMismatch,
+    /// The cause is in the message (not chained): logs print errors with their message only.
     #[error("not a certificate: {0}")]
-    BadCertificate(String),
+    BadCertificate(CertificateError),
 }
 
 /// What is wrong with a certificate/key pair on disk. Every variant names the file.

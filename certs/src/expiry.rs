@@ -9,6 +9,8 @@ use std::time::Duration as StdDuration;
 
 use time::{Duration, OffsetDateTime};
 
+use crate::CertificateError;
+
 /// When a certificate may be used: `[not_before, not_after]`, both inclusive (RFC 5280).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Validity {
@@ -34,8 +36,8 @@ impl Validity {
     }
 
     /// The validity of a DER certificate.
-    pub fn of_der(der: &[u8]) -> Result<Self, String> {
-        let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(|e| e.to_string())?;
+    pub fn of_der(der: &[u8]) -> Result<Self, CertificateError> {
+        let (_, cert) = x509_parser::parse_x509_certificate(der)?;
         Ok(Self::of_x509(&cert))
     }
 
@@ -111,14 +113,37 @@ pub(crate) fn timestamp(secs: i64) -> OffsetDateTime {
     OffsetDateTime::from_unix_timestamp(secs).unwrap_or(OffsetDateTime::UNIX_EPOCH)
 }
 
+const USAGE: &str =
+    "expected a duration such as 90d, 12h, 10m, 30s or 500ms (units d, h, m, s, ms)";
+
+/// Why a duration of the command line does not parse; `text` is what was given, trimmed.
+#[derive(Debug, thiserror::Error)]
+pub enum DurationError {
+    #[error("empty duration: {}", USAGE)]
+    Empty,
+    #[error("{text:?}: {}", USAGE)]
+    NoNumber { text: String },
+    #[error("{text:?}: number too large")]
+    TooLarge {
+        text: String,
+        source: std::num::ParseIntError,
+    },
+    #[error("{text:?}: missing unit: {}", USAGE)]
+    MissingUnit { text: String },
+    #[error("{text:?}: unknown unit {unit:?}: {}", USAGE)]
+    UnknownUnit { text: String, unit: String },
+    #[error("{text:?}: must be more than zero")]
+    Zero { text: String },
+}
+
 /// Parses a duration of the command line: one or more `<number><unit>` with the units `ms`,
 /// `s`, `m`, `h` and `d`, e.g. `90d`, `10m`, `1h30m`, `500ms`.
-pub fn parse_duration(text: &str) -> Result<StdDuration, String> {
+pub fn parse_duration(text: &str) -> Result<StdDuration, DurationError> {
     let text = text.trim();
-    let usage = "expected a duration such as 90d, 12h, 10m, 30s or 500ms (units d, h, m, s, ms)";
     if text.is_empty() {
-        return Err(format!("empty duration: {usage}"));
+        return Err(DurationError::Empty);
     }
+    let given = || text.to_owned();
     let mut total = StdDuration::ZERO;
     let mut rest = text;
     while !rest.is_empty() {
@@ -126,11 +151,14 @@ pub fn parse_duration(text: &str) -> Result<StdDuration, String> {
             .find(|c: char| !c.is_ascii_digit())
             .unwrap_or(rest.len());
         if digits == 0 {
-            return Err(format!("{text:?}: {usage}"));
+            return Err(DurationError::NoNumber { text: given() });
         }
         let number: u64 = rest[..digits]
             .parse()
-            .map_err(|_| format!("{text:?}: number too large"))?;
+            .map_err(|source| DurationError::TooLarge {
+                text: given(),
+                source,
+            })?;
         rest = &rest[digits..];
         let unit_len = rest
             .find(|c: char| c.is_ascii_digit())
@@ -143,13 +171,18 @@ pub fn parse_duration(text: &str) -> Result<StdDuration, String> {
             "m" => StdDuration::from_secs(number.saturating_mul(60)),
             "h" => StdDuration::from_secs(number.saturating_mul(3600)),
             "d" => StdDuration::from_secs(number.saturating_mul(86_400)),
-            "" => return Err(format!("{text:?}: missing unit: {usage}")),
-            other => return Err(format!("{text:?}: unknown unit {other:?}: {usage}")),
+            "" => return Err(DurationError::MissingUnit { text: given() }),
+            other => {
+                return Err(DurationError::UnknownUnit {
+                    text: given(),
+                    unit: other.to_owned(),
+                });
+            }
         };
         total = total.saturating_add(part);
     }
     if total.is_zero() {
-        return Err(format!("{text:?}: must be more than zero"));
+        return Err(DurationError::Zero { text: given() });
     }
     Ok(total)
 }
@@ -262,7 +295,19 @@ mod tests {
         for bad in ["", "10", "d", "10x", "1.5h", "-5s", "0s", "h10"] {
             assert!(parse_duration(bad).is_err(), "{bad:?} should not parse");
         }
-        assert!(parse_duration("10").unwrap_err().contains("missing unit"));
+        let err = parse_duration("10").unwrap_err();
+        assert!(matches!(err, DurationError::MissingUnit { .. }), "{err}");
+        assert_eq!(
+            err.to_string(),
+            format!("\"10\": missing unit: {USAGE}"),
+            "the message of the command line"
+        );
+        let err = parse_duration("99999999999999999999s").unwrap_err();
+        assert!(err.to_string().ends_with("number too large"), "{err}");
+        assert!(
+            std::error::Error::source(&err).is_some(),
+            "the cause is kept"
+        );
         for s in [
             "90d",
             "1h30m",

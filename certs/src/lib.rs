@@ -24,7 +24,7 @@ mod write;
 
 pub use ca::{Ca, Pem};
 pub use encode::{ca_bundle, pem_encode, rfc3339, serial_hex};
-pub use error::{GenerateError, LoadError};
+pub use error::{CertificateError, GenerateError, LoadError};
 pub use generate::{Bundle, GenerateOptions, default_not_before, generate, generate_signing_key};
 pub use pair::{LoadedPair, load_pair, load_pair_at, parse_pair};
 pub use write::{write_file, write_pair};

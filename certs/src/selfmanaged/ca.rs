@@ -32,7 +32,7 @@ impl std::fmt::Debug for CaCert {
 impl CaCert {
     pub(super) fn new(ca: Ca) -> Result<Self, GenerateError> {
         let der = CertificateDer::from_pem_slice(ca.pem().cert.as_bytes())
-            .map_err(|e| GenerateError::BadCertificate(e.to_string()))?
+            .map_err(|e| GenerateError::BadCertificate(e.into()))?
             .into_owned();
         let validity = Validity::of_der(&der).map_err(GenerateError::BadCertificate)?;
         Ok(Self {

@@ -10,12 +10,11 @@ use time::OffsetDateTime;
 
 use super::secret::is_blank;
 use super::{
-    BundleState, Material, MaterialError, Parsed, Plan, Settings, next_due, plan, short,
-    sync_bundles,
+    BundleState, Error, Material, Parsed, Plan, Settings, next_due, plan, short, sync_bundles,
 };
+use crate::LoadedPair;
 use crate::expiry::{format_duration, to_std, to_time};
 use crate::files::OnLoad;
-use crate::{GenerateError, LoadedPair};
 
 /// Creates the Secret holding `material` (new: [`Material::fresh`]). When it exists already
 /// (another replica created it first: 409 AlreadyExists), reads that one instead, so that
@@ -59,17 +58,6 @@ enum Write {
     Failed(kube::Error),
 }
 
-/// Errors of one round.
-#[derive(Debug, thiserror::Error)]
-enum RoundError {
-    #[error(transparent)]
-    Material(#[from] MaterialError),
-    #[error("{0}")]
-    Api(String),
-    #[error(transparent)]
-    Generate(#[from] GenerateError),
-}
-
 /// The self-managed certificate of one replica.
 pub struct Manager {
     client: kube::Client,
@@ -96,8 +84,8 @@ impl Manager {
         client: kube::Client,
         settings: Settings,
         ready: Arc<AtomicBool>,
-    ) -> anyhow::Result<(Self, LoadedPair)> {
-        settings.validate().map_err(anyhow::Error::msg)?;
+    ) -> Result<(Self, LoadedPair), Error> {
+        settings.validate()?;
         ready.store(false, Ordering::Release);
         let mut manager = Manager {
             secrets: Api::namespaced(client.clone(), &settings.namespace),
@@ -122,7 +110,7 @@ impl Manager {
         let (pair, due) = manager
             .round()
             .await
-            .map_err(|e| anyhow::anyhow!("self-managed certificate: {e}"))?;
+            .map_err(|e| Error::Start(Box::new(e)))?;
         manager.due = due;
         Ok((manager, pair))
     }
@@ -155,8 +143,8 @@ impl Manager {
         }
     }
 
-    fn api_error(&self, what: &str, e: kube::Error) -> RoundError {
-        let hint = match &e {
+    fn api_error(&self, what: &str, error: kube::Error) -> Error {
+        let hint = match &error {
             kube::Error::Api(s) if s.is_forbidden() => format!(
                 " (RBAC: the webhook needs get, create and update on {}, and get and update on \
                  the webhook configurations {})",
@@ -165,12 +153,16 @@ impl Manager {
             ),
             _ => String::new(),
         };
-        RoundError::Api(format!("{what}: {e}{hint}"))
+        Error::Api {
+            what: what.to_owned(),
+            error,
+            hint,
+        }
     }
 
     /// One pass: read (or create) the Secret, renew what is due, write the caBundle, install
     /// the serving certificate. Returns the installed pair and when to look again.
-    async fn round(&mut self) -> Result<(LoadedPair, OffsetDateTime), RoundError> {
+    async fn round(&mut self) -> Result<(LoadedPair, OffsetDateTime), Error> {
         let label = self.settings.secret_label();
         let name = self.settings.secret_name.clone();
         let mut secret = match self.secrets.get_opt(&name).await {
@@ -269,7 +261,7 @@ impl Manager {
         plan: &Plan,
         label: &str,
         conflicts: &mut u32,
-    ) -> Result<Write, RoundError> {
+    ) -> Result<Write, Error> {
         let updated = plan.material.apply_to(current);
         match self
             .secrets
@@ -298,12 +290,12 @@ impl Manager {
     }
 
     /// Creates the Secret with a new CA; if another replica created it first, reads theirs.
-    async fn create(&self, label: &str) -> Result<Secret, RoundError> {
+    async fn create(&self, label: &str) -> Result<Secret, Error> {
         let material = Material::fresh(&self.settings, OffsetDateTime::now_utc())?;
         match create_or_read(&self.secrets, &self.settings, &material).await {
             Ok((secret, _)) => Ok(secret),
-            Err(e @ kube::Error::Api(_)) => Err(self.api_error(&format!("creating {label}"), e)),
-            Err(e) => Err(RoundError::Api(format!("creating {label}: {e}"))),
+            // Only a refusal gets the RBAC hint.
+            Err(e) => Err(self.api_error(&format!("creating {label}"), e)),
         }
     }
 

@@ -31,6 +31,7 @@
 
 mod ca;
 mod ca_bundle;
+mod error;
 mod manager;
 mod plan;
 mod secret;
@@ -40,10 +41,11 @@ mod test_support;
 
 pub use ca::CaCert;
 pub use ca_bundle::{BundleState, same_bundle, sync_bundles};
+pub use error::Error;
 pub use manager::{Manager, create_or_read};
 pub use plan::{Plan, next_due, plan};
 pub use secret::{Material, MaterialError, Parsed};
-pub use settings::{MAX_OVERLAP, Settings};
+pub use settings::{MAX_OVERLAP, Settings, SettingsError};
 
 /// Annotation of the Secret: when the last CA rollover step happened (RFC 3339). Present only
 /// while `ca.crt` holds two CAs.

@@ -52,36 +52,28 @@ impl Settings {
     }
 
     /// Refuses lifetimes the rotation cannot keep up with.
-    pub fn validate(&self) -> Result<(), String> {
-        let f = format_duration;
+    pub fn validate(&self) -> Result<(), SettingsError> {
         if self.dns_names.is_empty() && self.ip_addresses.is_empty() {
-            return Err("the serving certificate needs at least one DNS name or IP".into());
+            return Err(SettingsError::NoNames);
         }
         if self.cert_lifetime < self.interval * 6 {
-            return Err(format!(
-                "--cert-lifetime {} is too short for --cert-reload-interval {}: give at least six \
-                 reload intervals, so that a renewal (due when a third of the lifetime is left) \
-                 is seen by every replica well before the certificate expires",
-                f(self.cert_lifetime),
-                f(self.interval)
-            ));
+            return Err(SettingsError::CertLifetimeTooShort {
+                cert_lifetime: self.cert_lifetime,
+                interval: self.interval,
+            });
         }
         if self.ca_lifetime < self.cert_lifetime * 2 {
-            return Err(format!(
-                "--ca-lifetime {} must be at least twice --cert-lifetime {}",
-                f(self.ca_lifetime),
-                f(self.cert_lifetime)
-            ));
+            return Err(SettingsError::CaLifetimeBelowTwice {
+                ca_lifetime: self.ca_lifetime,
+                cert_lifetime: self.cert_lifetime,
+            });
         }
         if self.overlap() < self.interval * 3 {
-            return Err(format!(
-                "--ca-lifetime {} is too short for --cert-reload-interval {}: a CA rollover waits \
-                 a twelfth of the CA lifetime ({}) between steps, which must be at least three \
-                 reload intervals",
-                f(self.ca_lifetime),
-                f(self.interval),
-                f(self.overlap())
-            ));
+            return Err(SettingsError::OverlapTooShort {
+                ca_lifetime: self.ca_lifetime,
+                interval: self.interval,
+                overlap: self.overlap(),
+            });
         }
         Ok(())
     }
@@ -89,6 +81,50 @@ impl Settings {
     pub(super) fn secret_label(&self) -> String {
         format!("Secret {}/{}", self.namespace, self.secret_name)
     }
+}
+
+/// Settings the rotation cannot keep up with; the messages name the command-line flags.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("the serving certificate needs at least one DNS name or IP")]
+    NoNames,
+    #[error(
+        "--cert-lifetime {} is too short for --cert-reload-interval {}: give at least six \
+         reload intervals, so that a renewal (due when a third of the lifetime is left) \
+         is seen by every replica well before the certificate expires",
+        f(.cert_lifetime),
+        f(.interval)
+    )]
+    CertLifetimeTooShort {
+        cert_lifetime: StdDuration,
+        interval: StdDuration,
+    },
+    #[error(
+        "--ca-lifetime {} must be at least twice --cert-lifetime {}",
+        f(.ca_lifetime),
+        f(.cert_lifetime)
+    )]
+    CaLifetimeBelowTwice {
+        ca_lifetime: StdDuration,
+        cert_lifetime: StdDuration,
+    },
+    #[error(
+        "--ca-lifetime {} is too short for --cert-reload-interval {}: a CA rollover waits \
+         a twelfth of the CA lifetime ({}) between steps, which must be at least three \
+         reload intervals",
+        f(.ca_lifetime),
+        f(.interval),
+        f(.overlap)
+    )]
+    OverlapTooShort {
+        ca_lifetime: StdDuration,
+        interval: StdDuration,
+        overlap: StdDuration,
+    },
+}
+
+fn f(d: &StdDuration) -> String {
+    format_duration(*d)
 }
 
 #[cfg(test)]
@@ -124,11 +160,29 @@ mod tests {
         assert!(defaults.validate().is_ok());
         assert_eq!(defaults.overlap(), MAX_OVERLAP);
         assert_eq!(settings(30, 60).overlap(), StdDuration::from_secs(5));
-        let e = settings(5, 60).validate().unwrap_err();
-        assert!(e.contains("--cert-lifetime 5s"), "{e}");
-        let e = settings(30, 40).validate().unwrap_err();
-        assert!(e.contains("at least twice"), "{e}");
-        let e = settings(10, 30).validate().unwrap_err();
-        assert!(e.contains("three reload intervals"), "{e}");
+        let e = settings(5, 60).validate().unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "--cert-lifetime 5s is too short for --cert-reload-interval 1s: give at least six \
+             reload intervals, so that a renewal (due when a third of the lifetime is left) is \
+             seen by every replica well before the certificate expires"
+        );
+        let e = settings(30, 40).validate().unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "--ca-lifetime 40s must be at least twice --cert-lifetime 30s"
+        );
+        let e = settings(10, 30).validate().unwrap_err().to_string();
+        assert!(
+            e.contains("a twelfth of the CA lifetime (2s500ms)")
+                && e.ends_with("at least three reload intervals"),
+            "{e}"
+        );
+        let none = Settings {
+            dns_names: Vec::new(),
+            ip_addresses: Vec::new(),
+            ..settings(30, 60)
+        };
+        assert!(matches!(none.validate(), Err(SettingsError::NoNames)));
     }
 }
