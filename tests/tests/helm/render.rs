@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use super::*;
 
@@ -219,4 +219,152 @@ async fn chart_renders_the_kustomize_install_object_by_object() {
         let certificates = kustomized.keys().any(|(k, _, _)| k == "Certificate");
         assert_eq!(certificates, source == "cert-manager");
     }
+}
+
+/// `helm template` of the chart with `values` in namespace `ns`: the objects by kind/name.
+async fn render(
+    cluster: &wi_e2e::Cluster,
+    home: &Path,
+    ns: &str,
+    values: &Value,
+) -> BTreeMap<(String, String), Value> {
+    let path = home.join("values.yaml");
+    std::fs::write(&path, values.to_string()).unwrap();
+    let out = helm(
+        cluster,
+        home,
+        &[
+            "template",
+            "wi-webhook",
+            CHART,
+            "-n",
+            ns,
+            "-f",
+            path.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert!(out.success, "helm template: {}", out.stderr);
+    yaml_documents(&out.stdout)
+        .into_iter()
+        .map(|d| {
+            let key = (
+                d["kind"].as_str().unwrap().to_owned(),
+                d["metadata"]["name"].as_str().unwrap().to_owned(),
+            );
+            (key, d)
+        })
+        .collect()
+}
+
+/// A values file written for the upstream chart renders with every value where the
+/// upstream chart puts it; its keys this chart does not have are ignored, not refused.
+#[tokio::test]
+async fn upstream_chart_values_land_where_upstream_puts_them() {
+    let cluster = wi_e2e::cluster().await;
+    let home = tempfile::tempdir().unwrap();
+    let toleration = json!([{"key": "CriticalAddonsOnly", "operator": "Exists"}]);
+    let affinity = json!({"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+        "nodeSelectorTerms": [{"matchExpressions": [{"key": "agentpool", "operator": "In", "values": ["system"]}]}]}}});
+    let spread = json!([{"maxSkew": 2, "topologyKey": "kubernetes.io/hostname",
+        "whenUnsatisfiable": "ScheduleAnyway", "labelSelector": {"matchLabels": {"app": "x"}}}]);
+    let selector = json!({"matchLabels": {"azure-workload-identity": "enabled"}});
+    let resources = json!({"limits": {"cpu": "100m", "memory": "30Mi"}, "requests": {"cpu": "100m", "memory": "20Mi"}});
+    let values = json!({
+        "replicaCount": 3,
+        "image": {"repository": "registry.example/wi-webhook", "release": "v9.9.9", "pullPolicy": "Always"},
+        "imagePullSecrets": [{"name": "pull"}],
+        "nodeSelector": {"kubernetes.io/os": "linux", "pool": "system"},
+        "resources": resources,
+        "tolerations": toleration,
+        "affinity": affinity,
+        "topologySpreadConstraints": spread,
+        "service": {"type": "ClusterIP", "port": 443, "targetPort": 9443},
+        "azureEnvironment": "AzureChinaCloud",
+        "azureTenantID": TENANT,
+        "logLevel": "debug",
+        "metricsAddr": ":8095",
+        "metricsBackend": "prometheus",
+        "priorityClassName": "platform-critical",
+        "mutatingWebhookAnnotations": {"team": "platform"},
+        "podLabels": {"team": "platform"},
+        "podAnnotations": {"example.com/scrape": "true"},
+        "mutatingWebhookNamespaceSelector": selector,
+        "podDisruptionBudget": {"maxUnavailable": 1},
+        "customTokenEndpoint": {"annotationSuffix": ""},
+        "extraEnv": [{"name": "WI_MAX_IN_FLIGHT", "value": "64"}],
+        "extraVolumes": [{"name": "extra", "emptyDir": {}}],
+        "extraVolumeMounts": [{"name": "extra", "mountPath": "/extra"}],
+    });
+    let objects = render(&cluster, home.path(), "platform", &values).await;
+    let named = |kind: &str, name: &str| &objects[&(kind.to_owned(), name.to_owned())];
+    let get = |kind: &str| named(kind, "wi-webhook");
+
+    let deployment = get("Deployment");
+    assert_eq!(deployment["metadata"]["namespace"], "platform");
+    assert_eq!(deployment["spec"]["replicas"], 3);
+    let pod = &deployment["spec"]["template"];
+    assert_eq!(pod["metadata"]["labels"]["team"], "platform");
+    assert_eq!(pod["metadata"]["annotations"]["example.com/scrape"], "true");
+    let spec = &pod["spec"];
+    assert_eq!(spec["imagePullSecrets"], json!([{"name": "pull"}]));
+    assert_eq!(spec["nodeSelector"], values["nodeSelector"]);
+    assert_eq!(spec["tolerations"], toleration);
+    assert_eq!(spec["affinity"], affinity);
+    assert_eq!(spec["topologySpreadConstraints"], spread);
+    assert_eq!(spec["priorityClassName"], "platform-critical");
+    assert_eq!(spec["volumes"][1], json!({"name": "extra", "emptyDir": {}}));
+    let container = &spec["containers"][0];
+    assert_eq!(container["image"], "registry.example/wi-webhook:v9.9.9");
+    assert_eq!(container["imagePullPolicy"], "Always");
+    assert_eq!(container["resources"], resources);
+    assert!(
+        container["env"]
+            .as_array()
+            .unwrap()
+            .contains(&json!({"name": "WI_MAX_IN_FLIGHT", "value": "64"}))
+    );
+    assert_eq!(
+        container["volumeMounts"][1],
+        json!({"name": "extra", "mountPath": "/extra"})
+    );
+    let config = &named("ConfigMap", "wi-webhook-config")["data"];
+    assert_eq!(config["AZURE_TENANT_ID"], TENANT);
+    assert_eq!(config["AZURE_ENVIRONMENT"], "AzureChinaCloud");
+    assert_eq!(config["WI_LOG_LEVEL"], "debug");
+    let pdb = &get("PodDisruptionBudget")["spec"];
+    assert_eq!(pdb["maxUnavailable"], 1);
+    assert!(pdb.get("minAvailable").is_none(), "{pdb}");
+
+    let mutating = get("MutatingWebhookConfiguration");
+    assert_eq!(mutating["metadata"]["annotations"]["team"], "platform");
+    for kind in [
+        "MutatingWebhookConfiguration",
+        "ValidatingWebhookConfiguration",
+    ] {
+        for w in get(kind)["webhooks"].as_array().unwrap() {
+            assert_eq!(w["clientConfig"]["service"]["namespace"], "platform");
+            if w.get("namespaceSelector").is_some() {
+                assert_eq!(w["namespaceSelector"], selector, "{kind} {}", w["name"]);
+            }
+        }
+    }
+
+    // Without a selector, the webhooks skip the release's own namespace (not the default
+    // wi-webhook-system) and kube-system.
+    let objects = render(
+        &cluster,
+        home.path(),
+        "platform",
+        &json!({"azureTenantID": TENANT}),
+    )
+    .await;
+    let pods = &objects[&(
+        "MutatingWebhookConfiguration".to_owned(),
+        "wi-webhook".to_owned(),
+    )]["webhooks"][0];
+    assert_eq!(
+        pods["namespaceSelector"]["matchExpressions"][0]["values"],
+        json!(["kube-system", "platform"])
+    );
 }
