@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Builds the test control plane (kube-apiserver, kube-controller-manager, kubectl, etcd) from
-# source through the Go module proxy, once, into a cache outside the clone keyed by version.
+# Builds the test control plane (kube-apiserver, kube-controller-manager, kubectl, etcd) and
+# helm (the chart's tests) from source through the Go module proxy, once, into a cache outside
+# the clone keyed by version.
 #
 #   tests/cluster/build.sh          build what is missing, print the bin directory last
 #
@@ -12,9 +13,11 @@ set -euo pipefail
 
 KUBE_VERSION="${KUBE_VERSION:-v1.34.4}"
 ETCD_VERSION="${ETCD_VERSION:-v3.6.16}"
+HELM_VERSION="${HELM_VERSION:-v3.19.5}"
 CACHE_ROOT="${WI_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/wi-webhook}"
 BIN_DIR="$CACHE_ROOT/controlplane-$KUBE_VERSION-etcd-$ETCD_VERSION/bin"
 WORK="$CACHE_ROOT/controlplane-$KUBE_VERSION-etcd-$ETCD_VERSION/src"
+HELM_DIR="$CACHE_ROOT/helm-$HELM_VERSION"
 
 log() { printf '[build %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
@@ -123,8 +126,45 @@ GO
   log "built etcd in $((SECONDS - t0)) s"
 }
 
+# helm, in a directory of its own version (a new control plane does not rebuild it), linked
+# into the bin directory so the tests find it next to kubectl.
+build_helm() {
+  if [ ! -x "$HELM_DIR/bin/helm" ]; then
+    local dir="$HELM_DIR/src"
+    mkdir -p "$dir" "$HELM_DIR/bin"
+    cat > "$dir/go.mod" <<GOMOD
+module wi-webhook.test/helm
+
+go $(go env GOVERSION | sed 's/^go//; s/\([0-9]*\.[0-9]*\).*/\1/')
+
+require helm.sh/helm/v3 $HELM_VERSION
+GOMOD
+    cat > "$dir/tools.go" <<'GO'
+//go:build tools
+
+package tools
+
+import _ "helm.sh/helm/v3/cmd/helm"
+GO
+    log "downloading modules for helm $HELM_VERSION"
+    (cd "$dir" && go mod tidy -e >/dev/null 2>&1 || true)
+    log "building helm $HELM_VERSION"
+    local t0=$SECONDS
+    progress helm & local pp=$!
+    if ! (cd "$dir" && go build -trimpath -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION -X helm.sh/helm/v3/internal/version.gitTreeState=clean" -o "$HELM_DIR/bin/helm.tmp" helm.sh/helm/v3/cmd/helm); then
+      kill $pp 2>/dev/null; log "FAILED to build helm"; exit 1
+    fi
+    kill $pp 2>/dev/null || true
+    mv "$HELM_DIR/bin/helm.tmp" "$HELM_DIR/bin/helm"
+    log "built helm in $((SECONDS - t0)) s"
+  fi
+  ln -sfn "$HELM_DIR/bin/helm" "$BIN_DIR/helm"
+}
+
 build_etcd
 build_kube
+build_helm
 "$BIN_DIR/kube-apiserver" --version >&2
+"$BIN_DIR/helm" version --short >&2
 "$BIN_DIR/etcd" --version | sed -n 1p >&2
 echo "$BIN_DIR"

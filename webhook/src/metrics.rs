@@ -15,6 +15,12 @@ pub struct AdmissionLabels {
     pub dry_run: &'static str,
 }
 
+/// The rule id a denial names (static: one per check).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DenialLabels {
+    pub rule: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ViolationLabels {
     pub pool: String,
@@ -35,6 +41,13 @@ pub struct Metrics {
     pub serviceaccounts: Gauge,
     /// notAfter of the serving certificate in use (Unix seconds), set on each (re)load.
     pub serving_cert_expiry: Gauge,
+    /// Denials by rule id: the Enforce pool rules that denied, else the rule the denial names.
+    pub denials: Family<DenialLabels, Counter>,
+    /// Requests refused 503 because every admission slot stayed busy (api::limit).
+    pub shed_requests: Counter,
+    /// 1 once the ServiceAccount and AgentPool caches have synced (0 before, and while
+    /// shutting down), set on each scrape.
+    pub caches_synced: Gauge,
 }
 
 impl Default for Metrics {
@@ -89,8 +102,29 @@ impl Default for Metrics {
             "AgentPools that share a namespace or client id with another pool",
             pool_conflicts.clone(),
         );
+        let denials = Family::<DenialLabels, Counter>::default();
+        registry.register(
+            "denials",
+            "Admission requests denied, by the rule that denied them",
+            denials.clone(),
+        );
+        let shed_requests = Counter::default();
+        registry.register(
+            "shed_requests",
+            "Requests refused with 503 because every admission slot stayed busy (overload)",
+            shed_requests.clone(),
+        );
+        let caches_synced = Gauge::default();
+        registry.register(
+            "caches_synced",
+            "1 once the ServiceAccount and AgentPool caches have synced, else 0",
+            caches_synced.clone(),
+        );
         Metrics {
             violations,
+            denials,
+            shed_requests,
+            caches_synced,
             pools,
             pool_conflicts,
             registry,
@@ -119,6 +153,15 @@ impl Metrics {
             })
             .inc();
         self.latency.observe(seconds);
+    }
+
+    /// A denial, by the rule id it names (`unknown` when none).
+    pub fn denial(&self, rule: Option<&'static str>) {
+        self.denials
+            .get_or_create(&DenialLabels {
+                rule: rule.unwrap_or("unknown"),
+            })
+            .inc();
     }
 
     pub fn violation(&self, pool: &str, rule: &str, enforcement: &str) {

@@ -500,7 +500,11 @@ async fn a_body_that_trickles_gets_408_after_the_body_timeout() {
 #[tokio::test]
 async fn beyond_the_concurrency_limit_requests_get_503_then_recover() {
     let state = state();
-    let limiter = limit::Limiter::new(2, Duration::from_millis(500));
+    let limiter = limit::Limiter::counted(
+        2,
+        Duration::from_millis(500),
+        state.metrics.shed_requests.clone(),
+    );
     let app = || limit::bounded(api::router(state.clone(), LIMIT), limiter.clone());
     // Two requests whose bodies never arrive hold both slots.
     let mut held = Vec::new();
@@ -522,6 +526,15 @@ async fn beyond_the_concurrency_limit_requests_get_503_then_recover() {
         json!({"error": "overloaded: 2 admission requests in flight; retry", "code": 503})
     );
     assert_eq!(limiter.shed(), 1);
+    // Counted in the webhook's metrics (alerts watch it).
+    assert!(
+        state
+            .metrics
+            .encode()
+            .contains("wi_webhook_shed_requests_total 1\n"),
+        "{}",
+        state.metrics.encode()
+    );
     // A request that finds a slot within the queue timeout is decided: free one slot.
     let waiting = tokio::spawn(send(
         app(),

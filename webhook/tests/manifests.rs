@@ -6,6 +6,10 @@
 //!   cargo run -p wi-webhook -- crd > manifests/base/crd-agentpools.yaml
 //!   cargo run -p wi-webhook -- webhook-config --namespace wi-webhook-system \
 //!     --service wi-webhook > manifests/base/webhook-configurations.yaml
+//! and copy both, and manifests/observability's rules and dashboard, into the chart:
+//!   cp manifests/base/{crd-agentpools,webhook-configurations}.yaml \
+//!     manifests/observability/{prometheusrule.yaml,wi-webhook-dashboard.json} \
+//!     charts/wi-webhook/files/
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -389,4 +393,87 @@ fn self_managed_overlay_passes_flags_serve_knows() {
         help.contains("POD_NAMESPACE"),
         "--cert-namespace does not read POD_NAMESPACE"
     );
+}
+
+/// The chart (charts/wi-webhook) renders these files of manifests/ (Helm reads only files
+/// inside the chart): its copies must be the same bytes.
+#[test]
+fn the_charts_copies_are_the_committed_manifests() {
+    for (chart, committed) in [
+        (
+            "charts/wi-webhook/files/crd-agentpools.yaml",
+            "manifests/base/crd-agentpools.yaml",
+        ),
+        (
+            "charts/wi-webhook/files/webhook-configurations.yaml",
+            "manifests/base/webhook-configurations.yaml",
+        ),
+        (
+            "charts/wi-webhook/files/prometheusrule.yaml",
+            "manifests/observability/prometheusrule.yaml",
+        ),
+        (
+            "charts/wi-webhook/files/wi-webhook-dashboard.json",
+            "manifests/observability/wi-webhook-dashboard.json",
+        ),
+    ] {
+        assert!(
+            read(chart) == read(committed),
+            "{chart} is stale: cp {committed} {chart}"
+        );
+    }
+}
+
+/// The monitoring is its own kustomization, outside the base: a cluster without the
+/// Prometheus operator's CRDs installs the webhook, and the ServiceMonitor selects the
+/// base's Service on its metrics port.
+#[test]
+fn observability_is_separate_and_scrapes_the_metrics_port() {
+    let base: Value = serde_yaml::from_str(&read("manifests/base/kustomization.yaml")).unwrap();
+    assert!(
+        !base["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r.as_str().unwrap().contains("observability")),
+        "the base includes the monitoring"
+    );
+    let monitor = find(
+        &documents("manifests/observability/servicemonitor.yaml"),
+        "ServiceMonitor",
+        NAME,
+    )
+    .clone();
+    let service = find(&documents("manifests/base/service.yaml"), "Service", NAME).clone();
+    for (key, value) in monitor["spec"]["selector"]["matchLabels"]
+        .as_object()
+        .unwrap()
+    {
+        assert_eq!(&service["metadata"]["labels"][key], value, "label {key}");
+    }
+    assert_eq!(
+        monitor["spec"]["namespaceSelector"]["matchNames"],
+        serde_json::json!([NAMESPACE])
+    );
+    let endpoint = &monitor["spec"]["endpoints"][0];
+    assert_eq!(endpoint["path"], "/metrics");
+    assert!(
+        service["spec"]["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["name"] == endpoint["port"]),
+        "the Service has no port {}",
+        endpoint["port"]
+    );
+}
+
+/// The chart installs the image of this version, as the kustomize base does.
+#[test]
+fn chart_and_base_install_this_version() {
+    let chart: Value = serde_yaml::from_str(&read("charts/wi-webhook/Chart.yaml")).unwrap();
+    assert_eq!(chart["appVersion"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(chart["version"], env!("CARGO_PKG_VERSION"));
+    let base: Value = serde_yaml::from_str(&read("manifests/base/kustomization.yaml")).unwrap();
+    assert_eq!(base["images"][0]["newTag"], env!("CARGO_PKG_VERSION"));
 }

@@ -27,6 +27,8 @@ async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
         .metrics
         .pool_conflicts
         .set(index.conflicted_pools() as i64);
+    let synced = state.ready.load(std::sync::atomic::Ordering::Acquire);
+    state.metrics.caches_synced.set(i64::from(synced));
     (
         [(
             header::CONTENT_TYPE,

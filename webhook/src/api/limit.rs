@@ -8,7 +8,6 @@
 //! the answer on a connection it can reuse.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -16,6 +15,7 @@ use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
+use prometheus_client::metrics::counter::Counter;
 use tokio::sync::Semaphore;
 
 use super::error::ApiError;
@@ -31,17 +31,23 @@ pub struct Limiter {
     slots: Semaphore,
     max: usize,
     queue_timeout: Duration,
-    shed: AtomicU64,
+    /// Refusals, shared with the metric `wi_webhook_shed_requests_total` when counted.
+    shed: Counter,
 }
 
 impl Limiter {
     pub fn new(max_in_flight: usize, queue_timeout: Duration) -> Arc<Self> {
+        Self::counted(max_in_flight, queue_timeout, Counter::default())
+    }
+
+    /// The same, counting its refusals in `shed` (the webhook's metric).
+    pub fn counted(max_in_flight: usize, queue_timeout: Duration, shed: Counter) -> Arc<Self> {
         let max = max_in_flight.clamp(1, Semaphore::MAX_PERMITS);
         Arc::new(Limiter {
             slots: Semaphore::new(max),
             max,
             queue_timeout,
-            shed: AtomicU64::new(0),
+            shed,
         })
     }
 
@@ -52,7 +58,7 @@ impl Limiter {
 
     /// Requests answered 503 so far because every slot stayed busy.
     pub fn shed(&self) -> u64 {
-        self.shed.load(Ordering::Relaxed)
+        self.shed.get()
     }
 }
 
@@ -70,7 +76,7 @@ async fn limit(State(limiter): State<Arc<Limiter>>, req: Request, next: Next) ->
             .and_then(Result::ok),
     };
     let Some(_slot) = slot else {
-        let shed = limiter.shed.fetch_add(1, Ordering::Relaxed) + 1;
+        let shed = limiter.shed.inc() + 1;
         // One line per 100 refusals: a flood must not become a flood of logs.
         if shed % 100 == 1 {
             tracing::warn!(

@@ -169,6 +169,23 @@ pub fn respond(state: &AppState, outcome: Outcome, started: Instant) -> Response
     state
         .metrics
         .record(decision, outcome.operation, outcome.dry_run, seconds);
+    if outcome.denied() {
+        // A pool denial counts under each Enforce rule that denied, not the generic one.
+        let mut rules: Vec<&'static str> = outcome
+            .violations
+            .iter()
+            .filter(|v| v.enforcement == crate::policy::crd::Enforcement::Enforce)
+            .map(|v| v.rule)
+            .collect();
+        rules.sort_unstable();
+        rules.dedup();
+        if rules.is_empty() {
+            state.metrics.denial(outcome.rule);
+        }
+        for rule in rules {
+            state.metrics.denial(Some(rule));
+        }
+    }
     for v in &outcome.violations {
         state
             .metrics

@@ -149,9 +149,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!(listen = %args.listen, metrics = %args.metrics_listen, "serving");
     let app = api::limit::bounded(
         api::router(state.clone(), args.body_limit),
-        api::limit::Limiter::new(
+        api::limit::Limiter::counted(
             args.max_in_flight,
             Duration::from_millis(args.queue_timeout_ms),
+            state.metrics.shed_requests.clone(),
         ),
     );
     let shutdown = async move {
