@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
 use kube::api::{Api, DeleteParams, PostParams};
 use kube::core::DynamicObject;
 use serde_json::{Value, json};
-use wi_e2e::agentpools::{Pools, guid, pool_resource, pool_spec};
+use wi_e2e::agentpools::{Pools, guid, pool_resource, pool_spec, wait_pool_scoped};
 use wi_e2e::pods::{self, Identity};
 use wi_e2e::{Cluster, cluster, poll};
 
@@ -78,6 +78,10 @@ async fn two_teams_each_get_their_own_identity_and_cannot_take_the_others() {
         .create(&b, pool_spec("team-b", &client_b, &tenant_b, &b, "Enforce"))
         .await
         .unwrap();
+    // The fail-closed webhooks select both pools' namespaces before anything is created there.
+    for ns in [&a, &b] {
+        wait_pool_scoped(&cluster, ns).await.unwrap();
+    }
     // Team A's ServiceAccount names no identity: the pool's is injected. Team B's names its own.
     create_sa(&cluster, &a, &plain_service_account("agent")).await;
     create_sa(
@@ -221,7 +225,8 @@ spec:
         .unwrap_err()
         .to_string();
     assert!(
-        err.contains("workloads.wi-webhook.dev") && err.contains("[identity-of-another-pool]"),
+        err.contains("workloads.pool-namespaces.wi-webhook.dev")
+            && err.contains("[identity-of-another-pool]"),
         "{err}"
     );
 
