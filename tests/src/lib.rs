@@ -6,6 +6,7 @@
 //! means the webhook was exercised through a real API server.
 
 pub mod admission_client;
+pub mod agentpools;
 pub mod extra_webhook;
 pub mod h2_client;
 pub mod pods;

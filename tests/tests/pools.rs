@@ -2,122 +2,19 @@
 //! AgentPools created and changed while the webhook runs, and the seed's setup extended to
 //! two teams whose agents each get their own identity and cannot take the other's.
 //!
-//! AgentPools are cluster-scoped: every test makes its own, with names and client ids unique
-//! to it, and deletes them at the end (a guard also on failure).
+//! AgentPools are cluster-scoped: every test makes its own (`wi_e2e::agentpools`).
 
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
-use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
+use kube::api::{Api, DeleteParams, PostParams};
+use kube::core::DynamicObject;
 use serde_json::{Value, json};
+use wi_e2e::agentpools::{Pools, guid, pool_resource, pool_spec, wait_pool_scoped};
 use wi_e2e::pods::{self, Identity};
 use wi_e2e::{Cluster, cluster, poll};
 
 const POOL_LABEL: &str = "wi-webhook.dev/agent-pool";
-
-fn pool_resource() -> ApiResource {
-    ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk("wi-webhook.dev", "v1alpha1", "AgentPool"),
-        "agentpools",
-    )
-}
-
-/// A GUID unique to this run and `seed`.
-fn guid(seed: &str) -> String {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    (seed, std::process::id(), std::time::SystemTime::now()).hash(&mut h);
-    let a = h.finish();
-    seed.hash(&mut h);
-    let b = h.finish();
-    format!(
-        "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
-        a >> 32,
-        (a >> 16) & 0xffff,
-        a & 0xffff,
-        b >> 48,
-        b & 0xffff_ffff_ffff
-    )
-}
-
-/// Deletes the AgentPools a test made, also when it fails.
-struct Pools {
-    api: Api<DynamicObject>,
-    names: Vec<String>,
-    kubectl: std::path::PathBuf,
-    kubeconfig: std::path::PathBuf,
-}
-
-impl Pools {
-    fn new(cluster: &Cluster) -> Self {
-        Pools {
-            api: Api::all_with(cluster.client.clone(), &pool_resource()),
-            names: Vec::new(),
-            kubectl: cluster.kubectl_path(),
-            kubeconfig: cluster.kubeconfig.clone(),
-        }
-    }
-
-    async fn create(&mut self, name: &str, spec: Value) -> Result<DynamicObject, kube::Error> {
-        let object: DynamicObject = serde_json::from_value(json!({
-            "apiVersion": "wi-webhook.dev/v1alpha1",
-            "kind": "AgentPool",
-            "metadata": {"name": name},
-            "spec": spec,
-        }))
-        .expect("static AgentPool");
-        let created = self.api.create(&PostParams::default(), &object).await?;
-        self.names.push(name.to_string());
-        Ok(created)
-    }
-
-    async fn patch_spec(&self, name: &str, spec: Value) -> Result<DynamicObject, kube::Error> {
-        self.api
-            .patch(
-                name,
-                &PatchParams::default(),
-                &Patch::Merge(json!({"spec": spec})),
-            )
-            .await
-    }
-}
-
-impl Drop for Pools {
-    fn drop(&mut self) {
-        for name in &self.names {
-            let _ = std::process::Command::new(&self.kubectl)
-                .arg("--kubeconfig")
-                .arg(&self.kubeconfig)
-                .args([
-                    "delete",
-                    "agentpool",
-                    name,
-                    "--ignore-not-found",
-                    "--wait=false",
-                ])
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .status();
-        }
-    }
-}
-
-fn pool_spec(
-    team: &str,
-    client_id: &str,
-    tenant_id: &str,
-    namespace: &str,
-    enforcement: &str,
-) -> Value {
-    json!({
-        "team": team,
-        "identity": {"clientId": client_id, "tenantId": tenant_id},
-        "namespaces": [namespace],
-        "serviceAccounts": ["agent"],
-        "enforcement": enforcement,
-    })
-}
 
 /// A ServiceAccount without a client-id annotation (its pool's identity is injected).
 fn plain_service_account(name: &str) -> ServiceAccount {
@@ -181,6 +78,10 @@ async fn two_teams_each_get_their_own_identity_and_cannot_take_the_others() {
         .create(&b, pool_spec("team-b", &client_b, &tenant_b, &b, "Enforce"))
         .await
         .unwrap();
+    // The fail-closed webhooks select both pools' namespaces before anything is created there.
+    for ns in [&a, &b] {
+        wait_pool_scoped(&cluster, ns).await.unwrap();
+    }
     // Team A's ServiceAccount names no identity: the pool's is injected. Team B's names its own.
     create_sa(&cluster, &a, &plain_service_account("agent")).await;
     create_sa(
@@ -324,7 +225,8 @@ spec:
         .unwrap_err()
         .to_string();
     assert!(
-        err.contains("workloads.wi-webhook.dev") && err.contains("[identity-of-another-pool]"),
+        err.contains("workloads.pool-namespaces.wi-webhook.dev")
+            && err.contains("[identity-of-another-pool]"),
         "{err}"
     );
 

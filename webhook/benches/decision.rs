@@ -214,6 +214,7 @@ fn parts(c: &mut Criterion) {
                 sa_annotations: Some(&annotations),
                 default_tenant: &cfg.tenant_id,
                 token_file: &token_file,
+                authority_host: &cfg.authority_host,
             };
             let evaluation = rules::evaluate(index, &subject);
             assert!(evaluation.violations.is_empty(), "{name}: {evaluation:?}");

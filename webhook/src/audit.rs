@@ -106,6 +106,7 @@ impl Auditor {
             sa_annotations: sa.as_deref().map(annotations),
             default_tenant: &self.config.tenant_id,
             token_file: &token_file,
+            authority_host: &self.config.authority_host,
         });
         // A stored pod of a pool that already carries ephemeral containers was debugged.
         if let Some(pool) = &evaluation.pool
@@ -113,10 +114,15 @@ impl Auditor {
         {
             evaluation.violations.push(v);
         }
+        let notes = evaluation
+            .notes
+            .into_iter()
+            .map(|(rule, message)| finding("", "", rule, "", message));
         evaluation
             .violations
             .into_iter()
             .map(|v| finding(&v.pool, &v.team, v.rule, v.enforcement.as_str(), v.message))
+            .chain(notes)
             .collect()
     }
 }

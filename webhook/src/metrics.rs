@@ -28,7 +28,18 @@ pub struct ViolationLabels {
     pub enforcement: String,
 }
 
+/// Outcome of one pass keeping the webhook configurations scoped to the pools' namespaces.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ScopeLabels {
+    /// `unchanged`, `patched` or `error`.
+    pub result: &'static str,
+}
+
 pub struct Metrics {
+    /// Passes of the scoping task (`crate::scoping`), by result.
+    pub scope_syncs: Family<ScopeLabels, Counter>,
+    /// Namespaces the fail-closed webhooks are scoped to, as last written.
+    pub scoped_namespaces: Gauge,
     /// Pool violations found, by pool, rule and enforcement (also in Audit mode).
     pub violations: Family<ViolationLabels, Counter>,
     pub pools: Gauge,
@@ -120,7 +131,21 @@ impl Default for Metrics {
             "1 once the ServiceAccount and AgentPool caches have synced, else 0",
             caches_synced.clone(),
         );
+        let scope_syncs = Family::<ScopeLabels, Counter>::default();
+        registry.register(
+            "scope_syncs",
+            "Passes keeping the fail-closed webhooks scoped to the pools' namespaces, by result",
+            scope_syncs.clone(),
+        );
+        let scoped_namespaces = Gauge::default();
+        registry.register(
+            "scoped_namespaces",
+            "Pool namespaces the fail-closed webhooks are scoped to, as last written",
+            scoped_namespaces.clone(),
+        );
         Metrics {
+            scope_syncs,
+            scoped_namespaces,
             violations,
             denials,
             shed_requests,

@@ -114,6 +114,11 @@ impl<'a> PodView<'a> {
         self.metadata?.get("labels")?.get(key)?.as_str()
     }
 
+    /// `metadata.name`; absent for a pod named by `generateName` or a pod template.
+    pub fn name(&self) -> Option<&'a str> {
+        self.metadata?.get("name")?.as_str()
+    }
+
     /// The ServiceAccount the pod runs as; an empty or absent name means `default`.
     pub fn service_account(&self) -> Result<&'a str, Denial> {
         for key in ["serviceAccountName", "serviceAccount"] {

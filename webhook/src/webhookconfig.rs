@@ -4,16 +4,22 @@
 //! - Mutating `pods.wi-webhook.dev`: pod CREATE, pods labelled `azure.workload.identity/use:
 //!   "true"`, failurePolicy Fail (an agent must never start without its identity, or with
 //!   another pool's), reinvocationPolicy IfNeeded.
-//! - Validating, the pool policy on what the mutating one does not see:
-//!   `unlabelled-pods.wi-webhook.dev` (pod CREATE without the label) with failurePolicy
-//!   Ignore: it sees every pod of the cluster, and a pod outside a pool's namespace cannot
-//!   use the pool's identity anyway (its federated credential trusts only the pool's
-//!   namespace and ServiceAccount), so a webhook outage must not stop every pod everywhere;
-//!   `ephemeral-containers.wi-webhook.dev` (`kubectl debug`), fail closed;
-//!   `workloads.wi-webhook.dev` (Deployment, StatefulSet, DaemonSet, ReplicaSet, Job,
-//!   CronJob CREATE/UPDATE) with failurePolicy Ignore: it only gives early feedback, the pods
-//!   are checked anyway, so a webhook outage must not block every rollout in the cluster;
-//!   `agentpools.wi-webhook.dev` (conflicting AgentPools), fail closed.
+//! - Validating, the pool policy on what the mutating one does not see, each of the first two
+//!   as a pair of twins: `<what>.pool-namespaces.wi-webhook.dev` fails closed in the pools'
+//!   namespaces, `<what>.other-namespaces.wi-webhook.dev` fails open everywhere else (a
+//!   webhook outage must not stop every pod and rollout of the cluster, and a pod outside a
+//!   pool's namespaces cannot get a token the pool's federated credential accepts):
+//!   `unlabelled-pods` (pod CREATE without the label) and `workloads` (Deployment,
+//!   StatefulSet, DaemonSet, ReplicaSet, Job, CronJob CREATE/UPDATE);
+//!   `namespaces.pool-namespaces.wi-webhook.dev` (a pool's namespace labelled ignored), fail
+//!   closed; `ephemeral-containers.wi-webhook.dev` (`kubectl debug`), fail closed;
+//!   `agentpools.wi-webhook.dev` (conflicting AgentPools, reserved namespaces), fail closed.
+//!
+//! The twins' namespaceSelectors carry one expression on `kubernetes.io/metadata.name` (set
+//! by the API server, never forged) whose values are the placeholder [`NO_POOL`] and every
+//! pool's namespace: `In` for the pool twin, `NotIn` for the other. The webhook rewrites that
+//! expression as AgentPools come and go (`crate::scoping`); these manifests carry the
+//! placeholder alone.
 //!
 //! Pod webhooks skip kube-system and the webhook's own namespace, so the webhook can always
 //! (re)start; the label `wi-webhook.dev/ignore: "true"` on a namespace opts it out too.
@@ -30,6 +36,18 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
 use crate::keys;
 
 pub const CONFIGURATION_NAME: &str = "wi-webhook";
+
+/// Suffix of the webhooks that fail closed in the pools' namespaces.
+pub const POOL_NAMESPACES: &str = ".pool-namespaces.wi-webhook.dev";
+/// Suffix of their fail-open twins for every other namespace.
+pub const OTHER_NAMESPACES: &str = ".other-namespaces.wi-webhook.dev";
+/// Always among the values of the scoping expression, which it marks; it can never be a
+/// namespace's name (namespaces are DNS labels, without dots).
+pub const NO_POOL: &str = "no-pool.wi-webhook.dev";
+/// The label the API server sets on every namespace to its name.
+pub const NAMESPACE_NAME: &str = "kubernetes.io/metadata.name";
+/// The namespace label that opts a namespace out of the pod webhooks.
+pub const IGNORE_LABEL: &str = "wi-webhook.dev/ignore";
 
 /// Where the API server reaches the webhook.
 #[derive(Clone, Debug)]
@@ -90,12 +108,56 @@ impl Options {
         skipped.extend(self.own_namespace().map(str::to_string));
         LabelSelector {
             match_expressions: Some(vec![
-                requirement("kubernetes.io/metadata.name", "NotIn", skipped),
-                requirement("wi-webhook.dev/ignore", "NotIn", vec!["true".into()]),
+                requirement(NAMESPACE_NAME, "NotIn", skipped),
+                requirement(IGNORE_LABEL, "NotIn", vec!["true".into()]),
             ]),
             match_labels: None,
         }
     }
+}
+
+/// The operator of the scoping expression of a webhook named `name`, if it has one.
+pub fn scope_operator(name: &str) -> Option<&'static str> {
+    if name.ends_with(POOL_NAMESPACES) {
+        Some("In")
+    } else if name.ends_with(OTHER_NAMESPACES) {
+        Some("NotIn")
+    } else {
+        None
+    }
+}
+
+/// `selector` with its scoping expression (the one whose values hold [`NO_POOL`]) set to
+/// `operator` over the placeholder and `namespaces`; every other expression kept, AND'ed.
+pub fn scoped(
+    selector: Option<&LabelSelector>,
+    operator: &str,
+    namespaces: &[String],
+) -> LabelSelector {
+    let mut values = vec![NO_POOL.to_string()];
+    let mut sorted: Vec<&String> = namespaces.iter().collect();
+    sorted.sort();
+    sorted.dedup();
+    values.extend(sorted.into_iter().cloned());
+    let ours = requirement(NAMESPACE_NAME, operator, values);
+    let mut out = selector.cloned().unwrap_or_default();
+    let mut expressions: Vec<LabelSelectorRequirement> = out
+        .match_expressions
+        .take()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|r| !is_scope(r))
+        .collect();
+    expressions.push(ours);
+    out.match_expressions = Some(expressions);
+    out
+}
+
+fn is_scope(r: &LabelSelectorRequirement) -> bool {
+    r.key == NAMESPACE_NAME
+        && r.values
+            .as_ref()
+            .is_some_and(|v| v.iter().any(|x| x == NO_POOL))
 }
 
 fn requirement(key: &str, operator: &str, values: Vec<String>) -> LabelSelectorRequirement {
@@ -169,7 +231,20 @@ pub fn validating(o: &Options) -> ValidatingWebhookConfiguration {
         timeout_seconds: Some(o.timeout_seconds),
         ..ValidatingWebhook::default()
     };
-    let mut workloads = pods(
+    // A pool twin and an other-namespaces twin of one check.
+    let twins = |w: ValidatingWebhook| {
+        let base = w.name.trim_end_matches(".wi-webhook.dev").to_string();
+        let mut pool = w.clone();
+        pool.name = format!("{base}{POOL_NAMESPACES}");
+        pool.failure_policy = Some("Fail".into());
+        pool.namespace_selector = Some(scoped(w.namespace_selector.as_ref(), "In", &[]));
+        let mut other = w;
+        other.name = format!("{base}{OTHER_NAMESPACES}");
+        other.failure_policy = Some("Ignore".into());
+        other.namespace_selector = Some(scoped(other.namespace_selector.as_ref(), "NotIn", &[]));
+        [pool, other]
+    };
+    let workloads = pods(
         "workloads.wi-webhook.dev",
         vec![
             rule(
@@ -187,7 +262,6 @@ pub fn validating(o: &Options) -> ValidatingWebhookConfiguration {
         ],
         None,
     );
-    workloads.failure_policy = Some("Ignore".into());
     let mut pools = pods(
         "agentpools.wi-webhook.dev",
         vec![RuleWithOperations {
@@ -202,19 +276,34 @@ pub fn validating(o: &Options) -> ValidatingWebhookConfiguration {
         None,
     );
     pools.namespace_selector = None;
-    let mut unlabelled = pods(
+    let unlabelled = pods(
         "unlabelled-pods.wi-webhook.dev",
         vec![rule(&[""], &["pods"], &["CREATE"], "Namespaced")],
         Some(use_label("NotIn")),
     );
-    unlabelled.failure_policy = Some("Ignore".into());
+    // Labelling a pool's namespace ignored: the selector is matched against the namespace
+    // itself, so it must not exclude ignored namespaces.
+    let mut namespaces = pods(
+        &format!("namespaces{POOL_NAMESPACES}"),
+        vec![rule(
+            &[""],
+            &["namespaces"],
+            &["CREATE", "UPDATE"],
+            "Cluster",
+        )],
+        None,
+    );
+    namespaces.namespace_selector = Some(scoped(None, "In", &[]));
+    let [unlabelled_pool, unlabelled_other] = twins(unlabelled);
+    let [workloads_pool, workloads_other] = twins(workloads);
     ValidatingWebhookConfiguration {
         metadata: ObjectMeta {
             name: Some(CONFIGURATION_NAME.into()),
             ..ObjectMeta::default()
         },
         webhooks: Some(vec![
-            unlabelled,
+            unlabelled_pool,
+            unlabelled_other,
             pods(
                 "ephemeral-containers.wi-webhook.dev",
                 vec![rule(
@@ -225,7 +314,9 @@ pub fn validating(o: &Options) -> ValidatingWebhookConfiguration {
                 )],
                 None,
             ),
-            workloads,
+            workloads_pool,
+            workloads_other,
+            namespaces,
             pools,
         ]),
     }

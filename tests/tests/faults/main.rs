@@ -9,6 +9,7 @@
 
 mod flood;
 mod outage;
+mod pool_scope;
 mod sigterm;
 mod webhook_down;
 

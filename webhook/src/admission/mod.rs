@@ -272,6 +272,7 @@ impl Admitter {
             sa_annotations,
             default_tenant: &self.config.tenant_id,
             token_file: &token_file,
+            authority_host: &self.config.authority_host,
         });
         // The verdict carries the violations from here on; the evaluation keeps the pool.
         let violations = std::mem::take(&mut evaluation.violations);

@@ -1,7 +1,8 @@
 //! The validating path: the pool policy on what the mutating path does not see, with no
 //! patch. Unlabelled pods (a pod can claim an identity without asking for injection),
 //! `kubectl debug` (pods/ephemeralcontainers), workload pod templates (so `kubectl apply` of
-//! a bad Deployment fails at once) and AgentPools that would conflict with another pool.
+//! a bad Deployment fails at once), AgentPools that would conflict with another pool or name
+//! a reserved namespace, and a pool's namespace labelled ignored.
 
 use kube::core::Resource;
 use kube::core::admission::{AdmissionRequest, Operation};
@@ -11,9 +12,12 @@ use super::{Admitter, BadReview, Outcome, PodDecision, RawObject, finish, namesp
 use crate::denial::Denial;
 use crate::pod::{PodView, display_name};
 use crate::policy::crd::{AgentPool, GROUP};
+use crate::policy::reserved::ignored;
 use crate::policy::{self, Pool, PoolIndex, rules};
 use crate::serviceaccounts::annotations;
+use crate::webhookconfig::IGNORE_LABEL;
 use crate::workloads::template_pointer;
+use k8s_openapi::api::core::v1::Namespace;
 
 impl Admitter {
     /// Answers one AdmissionReview body sent to `/validate`.
@@ -59,6 +63,7 @@ impl Admitter {
                 _ => return Ok(outcome),
             },
             (GROUP, "AgentPool", None, _) => self.check_agent_pool(&object.raw).await,
+            ("", "Namespace", None, _) => self.check_namespace(&object.raw).await,
             _ => return Ok(outcome),
         };
         if outcome.name.is_empty() {
@@ -108,6 +113,7 @@ impl Admitter {
             sa_annotations: sa.as_deref().map(annotations),
             default_tenant: &self.config.tenant_id,
             token_file: &token_file,
+            authority_host: &self.config.authority_host,
         });
         if let (Some(old), Some(pool)) = (old, &evaluation.pool) {
             let old_view = old.and_then(|o| PodView::new(o, display).ok());
@@ -144,6 +150,22 @@ impl Admitter {
         others.push(pool.clone());
         let conflicts = PoolIndex::build(&others).conflicts_of(&pool);
         decision.pool = Some(pool.name.clone());
+        let mut reserved = Vec::new();
+        for ns in &pool.namespaces {
+            reserved.extend(self.policy.reserved.why(ns).await);
+        }
+        if !reserved.is_empty() {
+            decision.result = Err(Denial {
+                code: 403,
+                rule: rules::rule::RESERVED_NAMESPACE,
+                message: format!(
+                    "AgentPool {}: {}; the webhook does not guard pods there, so no pool may run in it: choose another namespace",
+                    pool.name,
+                    reserved.join("; ")
+                ),
+            });
+            return decision;
+        }
         if !conflicts.is_empty() {
             let what = conflicts
                 .iter()
@@ -156,6 +178,41 @@ impl Admitter {
                 message: format!(
                     "AgentPool {}: {what}; one identity and one namespace belong to one pool: change this pool or the other one first",
                     pool.name
+                ),
+            });
+        }
+        decision
+    }
+}
+
+impl Admitter {
+    /// A pool's namespace must not opt out of the pod webhooks.
+    async fn check_namespace(&self, raw: &Value) -> PodDecision {
+        let mut decision = PodDecision::default();
+        let Ok(ns) = serde_json::from_value::<Namespace>(raw.clone()) else {
+            decision.result = Err(Denial::invalid("namespace-shape", "not a valid Namespace"));
+            return decision;
+        };
+        let name = ns.metadata.name.clone().unwrap_or_default();
+        if !ignored(&ns) {
+            return decision;
+        }
+        let owners: Vec<String> = self
+            .policy
+            .current_pools()
+            .await
+            .into_iter()
+            .filter(|p| p.namespaces.contains(&name))
+            .map(|p| p.name)
+            .collect();
+        if !owners.is_empty() {
+            decision.pool = owners.first().cloned();
+            decision.result = Err(Denial {
+                code: 403,
+                rule: rules::rule::NAMESPACE_IGNORED,
+                message: format!(
+                    "namespace {name} belongs to AgentPool {}: labelling it {IGNORE_LABEL}=true would take its pods out of the webhook's checks; remove the namespace from the AgentPool first",
+                    owners.join(", ")
                 ),
             });
         }

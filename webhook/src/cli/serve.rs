@@ -100,16 +100,29 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         client.clone(),
         Duration::from_millis(args.sa_lookup_timeout_ms),
     );
-    let policy = Policy::default().with_live(kube::Api::all(client.clone()));
+    let mut policy = Policy::default().with_live(kube::Api::all(client.clone()));
+    policy.reserved = crate::policy::reserved::Reserved {
+        own_namespace: own_namespace(args.certs.cert_namespace.as_deref()),
+        namespaces: Some(kube::Api::all(client.clone())),
+    };
     let pools = crate::policy::watch::spawn(client.clone(), policy.clone());
     let events = crate::policy::events::spawn(client.clone(), std::env::var("POD_NAME").ok());
     let state = AppState::with_events(
         Admitter {
             config,
             service_accounts: service_accounts.clone(),
-            policy,
+            policy: policy.clone(),
         },
         events,
+    );
+    crate::scoping::spawn(
+        client.clone(),
+        policy,
+        crate::scoping::Names {
+            mutating: args.certs.webhook_config_name.clone(),
+            validating: args.certs.webhook_config_name.clone(),
+        },
+        state.clone(),
     );
     // Self-managed mode: the Secret and the caBundle are in place once this returns.
     let certs = certs.start(&client, &state).await?;
@@ -177,6 +190,17 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let _ = metrics_task.await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The webhook's namespace: the flag (downward API), else its ServiceAccount's; `None`
+/// outside a cluster.
+fn own_namespace(flag: Option<&str>) -> Option<String> {
+    flag.map(str::to_string).or_else(|| {
+        std::fs::read_to_string("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+            .ok()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+    })
 }
 
 pub async fn client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<Client> {

@@ -16,9 +16,18 @@ pub struct Pool {
     pub namespaces: Vec<String>,
     pub service_accounts: Vec<String>,
     pub enforcement: Enforcement,
+    /// `metadata.creationTimestamp` (RFC 3339, as the API server writes it; empty when
+    /// unknown): of two conflicting pools the older keeps working.
+    pub created: String,
 }
 
 impl Pool {
+    /// Whether `self` came after `other`: later created, or created in the same second with
+    /// a later name. The newer of two conflicting pools is the one denied.
+    pub fn is_newer_than(&self, other: &Pool) -> bool {
+        (&self.created, &self.name) > (&other.created, &other.name)
+    }
+
     pub fn from_resource(p: &AgentPool) -> Option<Pool> {
         Some(Pool {
             name: p.metadata.name.clone()?,
@@ -28,13 +37,23 @@ impl Pool {
             namespaces: p.spec.namespaces.clone(),
             service_accounts: p.spec.service_accounts.clone(),
             enforcement: p.spec.enforcement,
+            created: p
+                .metadata
+                .creation_timestamp
+                .as_ref()
+                .map(|t| t.0.to_string())
+                .unwrap_or_default(),
         })
     }
 }
 
-/// Client ids are GUIDs: compare them case-insensitively.
+/// Client ids are GUIDs: compared as such in every spelling Azure reads (`crate::guid`),
+/// invisible characters ignored; a value that is no GUID at all is compared as written.
 pub fn client_key(id: &str) -> String {
-    id.trim().to_ascii_lowercase()
+    match crate::guid::loose(id) {
+        Some(g) => g.to_string(),
+        None => id.trim().to_ascii_lowercase(),
+    }
 }
 
 #[derive(Debug, Default)]
@@ -63,13 +82,13 @@ impl PoolIndex {
                 .push(pool.clone());
             index.by_name.insert(pool.name.clone(), pool);
         }
-        // Deterministic order for messages.
+        // Oldest first: the first pool of a namespace or client id is the one that owns it.
         for list in index
             .by_namespace
             .values_mut()
             .chain(index.by_client.values_mut())
         {
-            list.sort_by(|a, b| a.name.cmp(&b.name));
+            list.sort_by(|a, b| (&a.created, &a.name).cmp(&(&b.created, &b.name)));
         }
         index
     }
@@ -90,12 +109,12 @@ impl PoolIndex {
         self.by_name.get(name)
     }
 
-    /// The pools that list `namespace` (more than one is a conflict).
+    /// The pools that list `namespace`, oldest first (more than one is a conflict).
     pub fn in_namespace(&self, namespace: &str) -> &[Arc<Pool>] {
         self.by_namespace.get(namespace).map_or(&[], Vec::as_slice)
     }
 
-    /// The pools whose identity is `client_id` (more than one is a conflict).
+    /// The pools whose identity is `client_id`, oldest first (more than one is a conflict).
     pub fn owning(&self, client_id: &str) -> &[Arc<Pool>] {
         self.by_client
             .get(&client_key(client_id))
@@ -133,6 +152,14 @@ impl PoolIndex {
         self.by_name
             .values()
             .map(|p| (p.name.clone(), self.conflicts_of(p)))
+            .collect()
+    }
+
+    /// The conflicts that deny `pool`'s pods: those with an older pool.
+    pub fn losing_conflicts_of(&self, pool: &Pool) -> Vec<PoolConflict> {
+        self.conflicts_of(pool)
+            .into_iter()
+            .filter(|c| self.get(&c.pool).is_some_and(|o| pool.is_newer_than(o)))
             .collect()
     }
 

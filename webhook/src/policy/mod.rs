@@ -6,8 +6,10 @@
 //! current from the cluster and writes conflicts to the pools' status.
 
 pub mod crd;
+pub mod env;
 pub mod events;
 pub mod index;
+pub mod reserved;
 pub mod rules;
 pub mod watch;
 
@@ -24,13 +26,28 @@ pub use index::{Pool, PoolIndex};
 pub use rules::{Evaluation, Subject, Violation};
 
 /// The pool policy, shared by every request; the index is swapped whole on every change.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Policy {
     index: Arc<RwLock<Arc<PoolIndex>>>,
     /// For checking a new AgentPool against the pools stored right now rather than the
     /// watch's view, which may lag a create made a moment earlier (one `kubectl apply` of
     /// two conflicting pools).
     live: Option<kube::Api<crd::AgentPool>>,
+    /// Counts index replacements, for whoever follows the pool set (`crate::scoping`).
+    changes: Arc<tokio::sync::watch::Sender<u64>>,
+    /// Namespaces no AgentPool may name (`reserved`).
+    pub reserved: reserved::Reserved,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            index: Arc::default(),
+            live: None,
+            changes: Arc::new(tokio::sync::watch::channel(0).0),
+            reserved: reserved::Reserved::default(),
+        }
+    }
 }
 
 impl std::fmt::Debug for Policy {
@@ -79,6 +96,12 @@ impl Policy {
 
     pub fn replace(&self, index: PoolIndex) {
         *self.index.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(index);
+        self.changes.send_modify(|n| *n += 1);
+    }
+
+    /// Changes on every index replacement; 0 until the first (a complete list of the pools).
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
     }
 
     pub fn evaluate(&self, subject: &Subject<'_>) -> Evaluation {

@@ -4,10 +4,10 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use serde_json::Value;
-
 use super::crd::{AZP_POOL, Enforcement, POOL_LABEL};
+use super::env::{ContainerEnv, Resolved};
 use super::index::{Pool, PoolIndex, client_key};
+use crate::guid;
 use crate::keys;
 use crate::mutation::identity;
 use crate::pod::{ContainerList, PodView, container_name};
@@ -23,17 +23,24 @@ pub mod rule {
     pub const IDENTITY_MISMATCH: &str = "pool-identity-mismatch";
     /// A pod of no pool, or of pool Q, would get pool P's identity.
     pub const ANOTHER_POOLS_IDENTITY: &str = "identity-of-another-pool";
-    /// A container sets AZURE_CLIENT_ID, AZURE_TENANT_ID or AZURE_FEDERATED_TOKEN_FILE to a
-    /// value other than the pool's.
+    /// A container sets AZURE_CLIENT_ID, AZURE_TENANT_ID, AZURE_FEDERATED_TOKEN_FILE or
+    /// AZURE_AUTHORITY_HOST to a value other than the pool's (the webhook's, for the last).
     pub const ENV_OVERRIDE: &str = "identity-env-override";
     /// A container sets one of those from a reference the webhook cannot check.
     pub const ENV_REFERENCE: &str = "identity-env-reference";
     /// An ephemeral container is added to a pool's pod.
     pub const EPHEMERAL: &str = "ephemeral-container";
-    /// The pod's pool shares a namespace or its client id with another pool.
+    /// The pod's pool shares a namespace or its client id with an older pool.
     pub const CONFLICT: &str = "pool-conflict";
+    /// AZURE_CLIENT_ID or the client-id annotation is neither a GUID nor empty.
+    pub const CLIENT_ID_FORMAT: &str = "identity-client-id-format";
+    /// An AgentPool names kube-system, the webhook's namespace or an ignored namespace.
+    pub const RESERVED_NAMESPACE: &str = "pool-reserved-namespace";
+    /// A pool's namespace labelled `wi-webhook.dev/ignore`.
+    pub const NAMESPACE_IGNORED: &str = "pool-namespace-ignored";
 
-    pub const ALL: [&str; 8] = [
+    /// The rules of pods and pod templates (what audits report).
+    pub const ALL: [&str; 9] = [
         CLAIMS_DISAGREE,
         SERVICE_ACCOUNT,
         IDENTITY_MISMATCH,
@@ -42,6 +49,7 @@ pub mod rule {
         ENV_REFERENCE,
         EPHEMERAL,
         CONFLICT,
+        CLIENT_ID_FORMAT,
     ];
 }
 
@@ -72,6 +80,8 @@ pub struct Subject<'a> {
     pub default_tenant: &'a str,
     /// `AZURE_FEDERATED_TOKEN_FILE` as the webhook injects it.
     pub token_file: &'a str,
+    /// `AZURE_AUTHORITY_HOST` as the webhook injects it.
+    pub authority_host: &'a str,
 }
 
 /// The result of the checks for one pod.
@@ -80,6 +90,9 @@ pub struct Evaluation {
     /// The pool the pod belongs to, when its claims agree on an existing pool.
     pub pool: Option<Arc<Pool>>,
     pub violations: Vec<Violation>,
+    /// Findings that concern no pool (a malformed client id outside pool namespaces):
+    /// reported by audits, never enforced.
+    pub notes: Vec<(&'static str, String)>,
 }
 
 fn violation(pool: &Pool, rule: &'static str, message: String) -> Violation {
@@ -92,39 +105,49 @@ fn violation(pool: &Pool, rule: &'static str, message: String) -> Violation {
     }
 }
 
-/// Every env entry of every container (init, regular, ephemeral): (container, entry).
-fn env_entries<'a>(pod: &PodView<'a>) -> Vec<(&'a str, &'a Value)> {
-    let mut out = Vec::new();
-    for list in ContainerList::EVERY {
-        for c in pod.containers(list).unwrap_or(&[]) {
-            if let Some(Value::Array(env)) = c.get("env") {
-                out.extend(env.iter().map(|e| (container_name(c), e)));
-            }
-        }
-    }
-    out
+/// Every container (init, regular, ephemeral) with its environment as the kubelet builds it.
+fn container_envs<'a>(pod: &PodView<'a>, namespace: &str) -> Vec<(&'a str, ContainerEnv)> {
+    ContainerList::EVERY
+        .into_iter()
+        .flat_map(|list| pod.containers(list).unwrap_or(&[]))
+        .map(|c| (container_name(c), ContainerEnv::of(c, pod, namespace)))
+        .collect()
 }
 
-fn env_name(e: &Value) -> &str {
-    e.get("name").and_then(Value::as_str).unwrap_or("")
+/// The variables a pool's pod may not set to anything but what the webhook injects.
+const PROTECTED: [&str; 4] = [
+    keys::ENV_CLIENT_ID,
+    keys::ENV_TENANT_ID,
+    keys::ENV_TOKEN_FILE,
+    keys::ENV_AUTHORITY_HOST,
+];
+
+/// Authority hosts are URLs: the same host with or without the trailing slash, any case.
+fn same_authority(a: &str, b: &str) -> bool {
+    a.trim()
+        .trim_end_matches('/')
+        .eq_ignore_ascii_case(b.trim().trim_end_matches('/'))
 }
 
-/// A literal value (`value`, no `valueFrom`).
-fn env_literal(e: &Value) -> Option<&str> {
-    if e.get("valueFrom").is_some_and(|v| !v.is_null()) {
-        return None;
+/// Tenants are GUIDs or domain names.
+fn same_tenant(a: &str, b: &str) -> bool {
+    match (guid::parse(a), guid::parse(b)) {
+        (Some(x), Some(y)) => x == y,
+        _ => a.trim().eq_ignore_ascii_case(b.trim()),
     }
-    Some(e.get("value").and_then(Value::as_str).unwrap_or(""))
 }
 
 pub fn evaluate(index: &PoolIndex, s: &Subject<'_>) -> Evaluation {
     let pod = s.pod;
     let who = pod.display();
-    let env = env_entries(pod);
+    let envs = container_envs(pod, s.namespace);
     let mut out = BTreeSet::new();
+    let mut notes = Vec::new();
 
-    // The pod's claims: namespace, pool label, AZP_POOL literals.
-    let namespace_pools = index.in_namespace(s.namespace);
+    // The pod's claims: namespace (its oldest pool: a newer one listing it too is in
+    // conflict, reported on that pool), pool label, AZP_POOL as the containers see it.
+    let in_namespace = index.in_namespace(s.namespace);
+    let namespace_pools = &in_namespace[..in_namespace.len().min(1)];
     let mut claims: Vec<(String, String)> = namespace_pools
         .iter()
         .map(|p| (p.name.clone(), format!("namespace {}", s.namespace)))
@@ -132,9 +155,10 @@ pub fn evaluate(index: &PoolIndex, s: &Subject<'_>) -> Evaluation {
     if let Some(label) = pod.label(POOL_LABEL).filter(|l| !l.is_empty()) {
         claims.push((label.to_string(), format!("label {POOL_LABEL}={label}")));
     }
-    for (container, e) in &env {
-        if env_name(e) == AZP_POOL
-            && let Some(v) = env_literal(e).filter(|v| !v.is_empty())
+    for (container, env) in &envs {
+        if let Some(Resolved::Known(v)) = env
+            .get(AZP_POOL)
+            .filter(|v| **v != Resolved::Known(String::new()))
         {
             claims.push((
                 v.to_string(),
@@ -151,8 +175,6 @@ pub fn evaluate(index: &PoolIndex, s: &Subject<'_>) -> Evaluation {
         .map(|(p, why)| format!("{p} ({why})"))
         .collect::<Vec<_>>()
         .join(", ");
-    // A namespace listed by two pools is a conflict of the AgentPools (reported below), not a
-    // disagreement the pod could fix.
     let disagree = named.len() > 1 && !claimed.is_empty() && !pod_claims.is_empty();
     if disagree {
         for p in &claimed {
@@ -180,7 +202,7 @@ pub fn evaluate(index: &PoolIndex, s: &Subject<'_>) -> Evaluation {
         )));
     }
     for p in &claimed {
-        for c in index.conflicts_of(p) {
+        for c in index.losing_conflicts_of(p) {
             let fix = if c.field == "namespace" {
                 format!(
                     "remove namespace {} from one of the two AgentPools",
@@ -190,7 +212,7 @@ pub fn evaluate(index: &PoolIndex, s: &Subject<'_>) -> Evaluation {
                 "give one of the two AgentPools another managed identity".to_string()
             };
             out.insert(violation(p, rule::CONFLICT, format!(
-                "pod {who} belongs to pool {} (team {}), which shares {} {} with pool {}; pods of conflicting pools are denied until the AgentPools are fixed: {fix}",
+                "pod {who} belongs to pool {} (team {}), which shares {} {} with the older pool {}; the newer pool's pods are denied until the AgentPools are fixed: {fix}",
                 p.name, p.team, c.field, c.value, c.pool
             )));
         }
@@ -253,43 +275,71 @@ pub fn evaluate(index: &PoolIndex, s: &Subject<'_>) -> Evaluation {
         .cloned()
         .or_else(|| pool.as_ref().and_then(|p| p.tenant_id.clone()))
         .unwrap_or_else(|| s.default_tenant.to_string());
-    for (container, e) in &env {
-        let name = env_name(e);
-        if ![
-            keys::ENV_CLIENT_ID,
-            keys::ENV_TENANT_ID,
-            keys::ENV_TOKEN_FILE,
-        ]
-        .contains(&name)
-        {
+    let mut client_values: Vec<(&str, String)> = sa_client
+        .map(|c| {
+            (
+                c.as_str(),
+                format!(
+                    "ServiceAccount {}/{} has {}",
+                    s.namespace,
+                    s.service_account,
+                    keys::CLIENT_ID
+                ),
+            )
+        })
+        .into_iter()
+        .collect();
+    for (container, env) in &envs {
+        for name in PROTECTED {
+            match env.get(name) {
+                None => {}
+                Some(Resolved::Unknown(why)) => {
+                    if let Some(p) = &pool {
+                        out.insert(violation(p, rule::ENV_REFERENCE, format!(
+                            "pod {who} of pool {} (team {}): container {container} sets {name} {why}, a value the webhook cannot check; remove it and let the webhook inject it",
+                            p.name, p.team
+                        )));
+                    }
+                }
+                Some(Resolved::Known(value)) => {
+                    if name == keys::ENV_CLIENT_ID && !value.is_empty() {
+                        used.push((value, format!("env {name} of container {container}")));
+                        client_values.push((value, format!("container {container} sets {name}")));
+                    }
+                    let Some(p) = &pool else { continue };
+                    let ok = match name {
+                        keys::ENV_CLIENT_ID => client_key(value) == client_key(&p.client_id),
+                        keys::ENV_TENANT_ID => same_tenant(value, &expected_tenant),
+                        keys::ENV_AUTHORITY_HOST => same_authority(value, s.authority_host),
+                        _ => value == s.token_file,
+                    };
+                    if !ok {
+                        out.insert(violation(p, rule::ENV_OVERRIDE, format!(
+                            "pod {who} of pool {} (team {}): container {container} sets {name}={value}, which is not the pool's; remove it and let the webhook inject it",
+                            p.name, p.team
+                        )));
+                    }
+                }
+            }
+        }
+    }
+
+    // A client id Azure would not read as a GUID: refused in a pool's namespaces (whatever
+    // it hides), a note for audits elsewhere.
+    let home = pool.clone().or_else(|| namespace_pools.first().cloned());
+    for (value, how) in client_values {
+        if guid::parse(value).is_some() {
             continue;
         }
-        match env_literal(e) {
-            None => {
-                if let Some(p) = &pool {
-                    out.insert(violation(p, rule::ENV_REFERENCE, format!(
-                        "pod {who} of pool {} (team {}): container {container} sets {name} from a reference (valueFrom) the webhook cannot check; remove it and let the webhook inject it",
-                        p.name, p.team
-                    )));
-                }
+        let what = format!("pod {who}: {how}={value:?}, which is neither a GUID nor empty");
+        match &home {
+            Some(p) => {
+                out.insert(violation(p, rule::CLIENT_ID_FORMAT, format!(
+                    "{what}; write the client id as xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx (pool {}, team {})",
+                    p.name, p.team
+                )));
             }
-            Some(value) => {
-                if name == keys::ENV_CLIENT_ID && !value.is_empty() {
-                    used.push((value, format!("env {name} of container {container}")));
-                }
-                let Some(p) = &pool else { continue };
-                let ok = match name {
-                    keys::ENV_CLIENT_ID => client_key(value) == client_key(&p.client_id),
-                    keys::ENV_TENANT_ID => value.eq_ignore_ascii_case(&expected_tenant),
-                    _ => value == s.token_file,
-                };
-                if !ok {
-                    out.insert(violation(p, rule::ENV_OVERRIDE, format!(
-                        "pod {who} of pool {} (team {}): container {container} sets {name}={value}, which is not the pool's; remove it and let the webhook inject it",
-                        p.name, p.team
-                    )));
-                }
-            }
+            None => notes.push((rule::CLIENT_ID_FORMAT, what)),
         }
     }
 
@@ -308,7 +358,8 @@ pub fn evaluate(index: &PoolIndex, s: &Subject<'_>) -> Evaluation {
     }
     for (client, hows) in &ways {
         let how = hows.join(" and ");
-        for owner in index.owning(client) {
+        // The oldest pool naming an identity owns it; newer ones are in conflict.
+        for owner in index.owning(client).iter().take(1) {
             if pool.as_ref().is_some_and(|p| p.name == owner.name) {
                 continue;
             }
@@ -336,6 +387,7 @@ pub fn evaluate(index: &PoolIndex, s: &Subject<'_>) -> Evaluation {
     Evaluation {
         pool,
         violations: out.into_iter().collect(),
+        notes,
     }
 }
 

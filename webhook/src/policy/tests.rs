@@ -23,6 +23,7 @@ fn pool(name: &str, client_id: &str, namespaces: &[&str]) -> Pool {
         namespaces: namespaces.iter().map(|s| s.to_string()).collect(),
         service_accounts: vec![format!("agent-{name}")],
         enforcement: Enforcement::Enforce,
+        created: String::new(),
     }
 }
 
@@ -326,6 +327,7 @@ impl Pod {
                 sa_annotations: Some(&Default::default()),
                 default_tenant: "tenant",
                 token_file: "/var/run/secrets/azure/tokens/azure-identity-token",
+                authority_host: "https://login.microsoftonline.com/",
             },
         )
     }
@@ -378,32 +380,65 @@ fn a_pool_claim_outside_the_pools_namespaces_disagrees_and_owns_nothing() {
 }
 
 #[test]
-fn a_namespace_in_two_pools_is_a_conflict_not_a_disagreement_of_the_pod() {
+fn a_namespace_in_two_pools_belongs_to_the_older_and_denies_only_the_newer() {
+    // Every pod of these tests runs as agent-a.
+    let created = |p: Pool, at: &str| Pool {
+        created: at.into(),
+        service_accounts: vec!["agent-a".into()],
+        ..p
+    };
+    // "b" is older despite its name: creation time decides, the name only breaks ties.
     let index = PoolIndex::build(&[
-        pool("a", A_CLIENT, &["shared"]),
-        pool("b", B_CLIENT, &["shared"]),
+        created(
+            pool("a", A_CLIENT, &["shared", "only-a"]),
+            "2026-01-02T00:00:00Z",
+        ),
+        created(pool("b", B_CLIENT, &["shared"]), "2026-01-01T00:00:00Z"),
     ]);
     let e = Pod::new(json!({}), json!([])).evaluate(&index, "shared");
-    assert!(e.pool.is_none());
-    assert_eq!(rules_of(&e), [(rule::CONFLICT, "a"), (rule::CONFLICT, "b")]);
+    assert_eq!(e.pool.as_ref().map(|p| p.name.as_str()), Some("b"));
+    assert!(e.violations.is_empty(), "{:?}", e.violations);
+    // The newer pool's pods are denied, in its other namespaces too.
+    let e = Pod::new(json!({}), json!([])).evaluate(&index, "only-a");
+    assert_eq!(rules_of(&e), [(rule::CONFLICT, "a")]);
     assert!(
         e.violations[0]
             .message
-            .contains("remove namespace shared from one of the two AgentPools"),
+            .contains("remove namespace shared from one of the two AgentPools")
+            && e.violations[0].message.contains("older pool b"),
         "{}",
         e.violations[0].message
     );
-    // With a label of one of them the pod's own claims disagree too.
+    // A pod in the shared namespace claiming the newer pool disagrees with the namespace.
     let e =
         Pod::new(json!({"wi-webhook.dev/agent-pool": "a"}), json!([])).evaluate(&index, "shared");
+    assert!(e.pool.is_none());
     assert_eq!(
         rules_of(&e),
         [
             (rule::CLAIMS_DISAGREE, "a"),
             (rule::CLAIMS_DISAGREE, "b"),
             (rule::CONFLICT, "a"),
-            (rule::CONFLICT, "b"),
         ]
+    );
+}
+
+#[test]
+fn one_client_id_in_two_pools_is_the_older_pools() {
+    // Same creation time: the name breaks the tie ("a" is older).
+    let b = Pool {
+        service_accounts: vec!["agent-a".into()],
+        ..pool("b", A_CLIENT, &["ns-b"])
+    };
+    let index = PoolIndex::build(&[pool("a", A_CLIENT, &["ns-a"]), b]);
+    let e = Pod::new(json!({"azure.workload.identity/use": "true"}), json!([]))
+        .evaluate(&index, "ns-a");
+    assert!(e.violations.is_empty(), "{:?}", e.violations);
+    let e = Pod::new(json!({"azure.workload.identity/use": "true"}), json!([]))
+        .evaluate(&index, "ns-b");
+    assert_eq!(
+        rules_of(&e),
+        [(rule::ANOTHER_POOLS_IDENTITY, "a"), (rule::CONFLICT, "b")]
     );
 }
 
@@ -411,7 +446,7 @@ fn a_namespace_in_two_pools_is_a_conflict_not_a_disagreement_of_the_pod() {
 fn status_reports_conflicts_and_clears_them() {
     use crate::policy::crd::PoolConflict;
     use crate::policy::watch::desired_status;
-    let clean = desired_status(&[]);
+    let clean = desired_status(&[], false);
     assert_eq!(clean.conflict_count, 0);
     assert_eq!(clean.conditions[0].type_, "Conflict");
     assert_eq!(clean.conditions[0].status, "False");
@@ -420,7 +455,13 @@ fn status_reports_conflicts_and_clears_them() {
         value: "6f1a3f4e-2b7c-4f0e-9a51-3c2d1e0f9a8b".into(),
         pool: "other".into(),
     }];
-    let status = desired_status(&conflicts);
+    let older = desired_status(&conflicts, false);
+    assert!(
+        older.conditions[0].message.contains("keep being admitted"),
+        "{}",
+        older.conditions[0].message
+    );
+    let status = desired_status(&conflicts, true);
     assert_eq!(status.conflict_count, 1);
     assert_eq!(status.conflicts, conflicts);
     assert_eq!(status.conditions[0].status, "True");

@@ -1,7 +1,7 @@
 //! Keeps the pool index current from the cluster (kube-rs reflector over AgentPools), logs
 //! conflicts when they change, and writes each pool's conflicts into its status.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,14 +35,18 @@ pub fn spawn(client: Client, policy: Policy) -> Store<AgentPool> {
     // Status writes go to their own task, which always takes the newest snapshot: a burst of
     // events (1,000 pools created at once) must neither delay the index behind one PATCH per
     // pool per event nor queue writes that are already stale.
-    type Snapshot = (Vec<Arc<AgentPool>>, BTreeMap<String, Vec<PoolConflict>>);
+    type Snapshot = (
+        Vec<Arc<AgentPool>>,
+        BTreeMap<String, Vec<PoolConflict>>,
+        BTreeSet<String>,
+    );
     let (status_tx, mut status_rx) = tokio::sync::watch::channel::<Option<Snapshot>>(None);
     let status_api = api.clone();
     tokio::spawn(async move {
         while status_rx.changed().await.is_ok() {
             let snapshot = status_rx.borrow_and_update().clone();
-            if let Some((pools, conflicts)) = snapshot {
-                write_status(&status_api, &pools, &conflicts).await;
+            if let Some((pools, conflicts, denied)) = snapshot {
+                write_status(&status_api, &pools, &conflicts, &denied).await;
             }
         }
     });
@@ -76,16 +80,23 @@ pub fn spawn(client: Client, policy: Policy) -> Store<AgentPool> {
                     .iter(),
             );
             let conflicts = index.all_conflicts();
+            // The newer pool of each conflict: its pods are denied, the older keeps working.
+            let denied: BTreeSet<String> = index
+                .pools()
+                .filter(|p| !index.losing_conflicts_of(p).is_empty())
+                .map(|p| p.name.clone())
+                .collect();
             if conflicts != last {
                 for (pool, list) in conflicts.iter().filter(|(_, l)| !l.is_empty()) {
                     for c in list {
-                        tracing::warn!(pool = %pool, field = %c.field, value = %c.value, other = %c.pool, "AgentPool conflict: pods of both pools are denied until fixed");
+                        let denied = denied.contains(pool);
+                        tracing::warn!(pool = %pool, field = %c.field, value = %c.value, other = %c.pool, denied, "AgentPool conflict: the newer pool's pods are denied until fixed");
                     }
                 }
                 last = conflicts.clone();
             }
             policy.replace(index);
-            let _ = status_tx.send(Some((pools, conflicts)));
+            let _ = status_tx.send(Some((pools, conflicts, denied)));
         }
     });
     store
@@ -128,8 +139,9 @@ pub fn slim(pool: &mut AgentPool) {
     meta.annotations = None;
 }
 
-/// The status a pool should have for its conflicts.
-pub fn desired_status(conflicts: &[PoolConflict]) -> AgentPoolStatus {
+/// The status a pool should have for its conflicts; `denied` when it is the newer pool of
+/// one of them.
+pub fn desired_status(conflicts: &[PoolConflict], denied: bool) -> AgentPoolStatus {
     let condition = if conflicts.is_empty() {
         Condition {
             type_: "Conflict".into(),
@@ -144,11 +156,16 @@ pub fn desired_status(conflicts: &[PoolConflict]) -> AgentPoolStatus {
             .map(|c| format!("{} {} with pool {}", c.field, c.value, c.pool))
             .collect::<Vec<_>>()
             .join("; ");
+        let effect = if denied {
+            "this pool is the newer one: its pods are denied until fixed"
+        } else {
+            "this pool is the older one: its pods keep being admitted, the other pool's are denied"
+        };
         Condition {
             type_: "Conflict".into(),
             status: "True".into(),
             reason: "SharedWithAnotherPool".into(),
-            message: format!("shares {what}; this pool's pods are denied until fixed"),
+            message: format!("shares {what}; {effect}"),
             last_transition_time: None,
         }
     };
@@ -165,12 +182,16 @@ async fn write_status(
     api: &Api<AgentPool>,
     pools: &[Arc<AgentPool>],
     conflicts: &BTreeMap<String, Vec<PoolConflict>>,
+    denied: &BTreeSet<String>,
 ) {
     for pool in pools {
         let Some(name) = pool.metadata.name.as_deref() else {
             continue;
         };
-        let want = desired_status(conflicts.get(name).map_or(&[], Vec::as_slice));
+        let want = desired_status(
+            conflicts.get(name).map_or(&[], Vec::as_slice),
+            denied.contains(name),
+        );
         let same = pool.status.as_ref().is_some_and(|have| {
             have.conflicts == want.conflicts
                 && have.conditions.first().map(|c| (&c.status, &c.message))
@@ -220,7 +241,7 @@ mod tests {
         p.metadata.labels = Some(BTreeMap::from([("a".into(), "b".into())]));
         p.metadata.annotations = Some(BTreeMap::from([("a".into(), "b".into())]));
         p.metadata.resource_version = Some("7".into());
-        p.status = Some(desired_status(&[]));
+        p.status = Some(desired_status(&[], false));
         let want_spec = p.spec.clone();
         let want_status = p.status.clone();
         slim(&mut p);

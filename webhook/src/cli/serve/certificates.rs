@@ -89,9 +89,10 @@ pub struct CertArgs {
     )]
     pub cert_extra_ip: Vec<IpAddr>,
 
-    /// Self-managed mode: name of the MutatingWebhookConfiguration, and of the
-    /// ValidatingWebhookConfiguration if there is one, whose webhooks' caBundle the webhook
-    /// writes. Readiness waits until the caBundle holds the CA.
+    /// Name of the MutatingWebhookConfiguration and of the ValidatingWebhookConfiguration
+    /// whose `*.pool-namespaces.*` / `*.other-namespaces.*` webhooks the webhook keeps scoped
+    /// to the AgentPools' namespaces. Self-managed mode: also those whose webhooks' caBundle
+    /// the webhook writes; readiness waits until the caBundle holds the CA.
     #[arg(long, env = "WI_WEBHOOK_CONFIG_NAME", default_value = "wi-webhook")]
     pub webhook_config_name: String,
 
