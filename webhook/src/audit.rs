@@ -195,7 +195,7 @@ pub fn policy_reports(findings: &[Finding], timestamp_seconds: i64) -> Vec<Value
                     })
                 })
                 .collect();
-            serde_json::json!({
+            let mut report = serde_json::json!({
                 "apiVersion": "wgpolicyk8s.io/v1alpha2",
                 "kind": "PolicyReport",
                 "metadata": {
@@ -205,7 +205,15 @@ pub fn policy_reports(findings: &[Finding], timestamp_seconds: i64) -> Vec<Value
                 },
                 "summary": {"pass": 0, "fail": results.len(), "warn": 0, "error": 0, "skip": 0},
                 "results": results,
-            })
+            });
+            // Findings of no namespace (an Azure identity) go to the cluster-scoped report.
+            if namespace.is_empty() {
+                report["kind"] = "ClusterPolicyReport".into();
+                report["metadata"]
+                    .as_object_mut()
+                    .map(|m| m.remove("namespace"));
+            }
+            report
         })
         .collect()
 }

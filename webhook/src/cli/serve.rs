@@ -179,7 +179,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 pub async fn client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<Client> {
-    let config = match kubeconfig {
+    Ok(Client::try_from(kube_config(kubeconfig).await?)?)
+}
+
+/// The client configuration: the kubeconfig given, else in-cluster, else ~/.kube/config.
+pub async fn kube_config(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<kube::Config> {
+    Ok(match kubeconfig {
         Some(path) => {
             let kc = kube::config::Kubeconfig::read_from(path)
                 .with_context(|| format!("cannot read kubeconfig {}", path.display()))?;
@@ -188,8 +193,7 @@ pub async fn client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<Clie
         None => kube::Config::infer()
             .await
             .context("no Kubernetes configuration found")?,
-    };
-    Ok(Client::try_from(config)?)
+    })
 }
 
 /// Native sidecars (init containers with restartPolicy Always) are on by default from 1.29
