@@ -406,7 +406,46 @@ async fn audit_cluster_checks_credentials_against_the_live_issuer_and_pools() {
         &format!("system:serviceaccount:{n}:agent"),
         pods::AUDIENCE,
     );
-    let (stdout, stderr, code) = audit(good).await;
+    let (stdout, stderr, code) = audit(good.clone()).await;
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+
+    // doctor --pool picks the pool's pod. Whether an administrator may mint a token of a
+    // pool's ServiceAccount is the pool's decision (spec.access.tokenRequesters): either way
+    // the credential matches the claims the agent's token carries.
+    agent(&cluster, &n, &client).await;
+    let (stdout, stderr, code) = run(
+        &cluster.kubeconfig,
+        &[
+            "doctor",
+            "--pool",
+            &pool_name,
+            "--credentials",
+            good.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert!(
+        stderr.contains(&format!("doctor: pod {n}/agent-0")),
+        "{stderr}"
+    );
+    let line = |name: &str| {
+        stdout
+            .lines()
+            .find(|l| l.split_whitespace().nth(1) == Some(name))
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(line("pool").starts_with("ok"), "{stdout}");
+    assert!(
+        line("pool").contains(&format!("pool {pool_name} (team platform, Audit)")),
+        "{stdout}"
+    );
+    let token = line("token");
+    assert!(
+        token.starts_with("ok") || token.starts_with("note"),
+        "{stdout}"
+    );
+    assert!(line("credential").starts_with("ok"), "{stdout}");
     assert_eq!(code, 0, "{stdout}\n{stderr}");
     ns.delete().await.unwrap();
 }

@@ -180,6 +180,9 @@ pub fn policy_reports(findings: &[Finding], timestamp_seconds: i64) -> Vec<Value
                     if let Some(uid) = &f.uid {
                         resource["uid"] = uid.clone().into();
                     }
+                    if f.namespace.is_empty() {
+                        resource.as_object_mut().map(|r| r.remove("namespace"));
+                    }
                     serde_json::json!({
                         "policy": "wi-webhook-pool-isolation",
                         "rule": f.rule,

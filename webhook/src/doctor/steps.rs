@@ -160,20 +160,7 @@ pub fn service_account(i: &Inputs<'_>, sa: &str) -> (Step, Option<String>) {
         );
         return (step, None);
     };
-    let env_client = ["initContainers", "containers"].iter().find_map(|list| {
-        i.pod
-            .pointer(&format!("/spec/{list}"))?
-            .as_array()?
-            .iter()
-            .find_map(|c| {
-                c["env"]
-                    .as_array()?
-                    .iter()
-                    .rev()
-                    .find(|e| e["name"] == keys::ENV_CLIENT_ID)?["value"]
-                    .as_str()
-            })
-    });
+    let env_client = literal_env(i.pod, keys::ENV_CLIENT_ID);
     let annotated = annotations
         .get(keys::CLIENT_ID)
         .filter(|c| !c.trim().is_empty());
@@ -243,10 +230,19 @@ pub fn pool(i: &Inputs<'_>) -> Step {
     account.metadata.name = Some(sa.to_string());
     account.metadata.namespace = Some(i.namespace.to_string());
     account.metadata.annotations = i.service_account.cloned();
+    // The webhook injected its tenant into the stored pod: without --tenant-id, that value is
+    // taken as the webhook's (so it is not checked), rather than reported as an override.
+    let (tenant, unchecked) = match literal_env(i.pod, keys::ENV_TENANT_ID) {
+        Some(t) if i.tenant_id.is_empty() => (
+            t.to_string(),
+            " (AZURE_TENANT_ID taken as the webhook's tenant: pass --tenant-id to check it)",
+        ),
+        _ => (i.tenant_id.to_string(), ""),
+    };
     let auditor = Auditor {
         policy: Policy::of(i.pools),
         accounts: crate::serviceaccounts::store_of(i.service_account.map(|_| account)),
-        config: MutationConfig::new(i.tenant_id.to_string()),
+        config: MutationConfig::new(tenant),
     };
     let findings = auditor.audit(i.pod, "cluster", i.namespace);
     let pool = PoolIndex::build(i.pools)
@@ -268,7 +264,7 @@ pub fn pool(i: &Inputs<'_>) -> Step {
         Some(p) => Step::pass(
             "pool",
             format!(
-                "pool {} (team {}, {}): no violation",
+                "pool {} (team {}, {}): no violation{unchecked}",
                 p.name,
                 p.team,
                 p.enforcement.as_str()
@@ -279,4 +275,22 @@ pub fn pool(i: &Inputs<'_>) -> Step {
             "the pod belongs to no AgentPool: plain mutation, no pool checks".into(),
         ),
     }
+}
+
+/// The literal value of env var `name` in the first container (init containers first) that
+/// sets one; the last entry wins, as the kubelet reads it.
+fn literal_env<'a>(pod: &'a Value, name: &str) -> Option<&'a str> {
+    ["initContainers", "containers"].iter().find_map(|list| {
+        pod.pointer(&format!("/spec/{list}"))?
+            .as_array()?
+            .iter()
+            .find_map(|c| {
+                c["env"]
+                    .as_array()?
+                    .iter()
+                    .rev()
+                    .find(|e| e["name"] == name)?["value"]
+                    .as_str()
+            })
+    })
 }

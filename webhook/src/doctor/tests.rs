@@ -225,3 +225,52 @@ fn an_identity_without_credentials_and_a_pool_violation_fail() {
         pool.detail
     );
 }
+
+#[test]
+fn the_injected_tenant_is_checked_only_against_a_given_tenant() {
+    let mut pod = mutated_pod();
+    pod["spec"]["containers"][0]["env"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": "AZURE_TENANT_ID", "value": "00000000-0000-0000-0000-00000000000f"}));
+    let annotations: BTreeMap<String, String> = [(
+        "azure.workload.identity/client-id".to_string(),
+        CLIENT.to_string(),
+    )]
+    .into();
+    let token = Token::Minted(claims());
+    let pool_step = |tenant: &str| {
+        let steps = walk(&Inputs {
+            pod: &pod,
+            namespace: "ado-agents-linux",
+            service_account: Some(&annotations),
+            pools: &pools(),
+            pools_error: None,
+            audience: AUD,
+            volume_name: "azure-identity-token",
+            tenant_id: tenant,
+            issuer: Ok(ISS),
+            token: &token,
+            credentials: None,
+            now: 1_000_000,
+        });
+        step(&steps, "pool").clone()
+    };
+    let unknown = pool_step("");
+    assert_eq!(unknown.status, Status::Pass);
+    assert!(
+        unknown.detail.contains("pass --tenant-id"),
+        "{}",
+        unknown.detail
+    );
+    let other = pool_step("00000000-0000-0000-0000-000000000001");
+    assert_eq!(other.status, Status::Fail);
+    assert!(
+        other.detail.contains("[identity-env-override]"),
+        "{}",
+        other.detail
+    );
+    let same = pool_step("00000000-0000-0000-0000-00000000000f");
+    assert_eq!(same.status, Status::Pass);
+    assert!(!same.detail.contains("pass --tenant-id"), "{}", same.detail);
+}
