@@ -186,6 +186,9 @@ pub fn policy_reports(findings: &[Finding], timestamp_seconds: i64) -> Vec<Value
                     if let Some(uid) = &f.uid {
                         resource["uid"] = uid.clone().into();
                     }
+                    if f.namespace.is_empty() {
+                        resource.as_object_mut().map(|r| r.remove("namespace"));
+                    }
                     serde_json::json!({
                         "policy": "wi-webhook-pool-isolation",
                         "rule": f.rule,
@@ -201,7 +204,7 @@ pub fn policy_reports(findings: &[Finding], timestamp_seconds: i64) -> Vec<Value
                     })
                 })
                 .collect();
-            serde_json::json!({
+            let mut report = serde_json::json!({
                 "apiVersion": "wgpolicyk8s.io/v1alpha2",
                 "kind": "PolicyReport",
                 "metadata": {
@@ -211,7 +214,15 @@ pub fn policy_reports(findings: &[Finding], timestamp_seconds: i64) -> Vec<Value
                 },
                 "summary": {"pass": 0, "fail": results.len(), "warn": 0, "error": 0, "skip": 0},
                 "results": results,
-            })
+            });
+            // Findings of no namespace (an Azure identity) go to the cluster-scoped report.
+            if namespace.is_empty() {
+                report["kind"] = "ClusterPolicyReport".into();
+                report["metadata"]
+                    .as_object_mut()
+                    .map(|m| m.remove("namespace"));
+            }
+            report
         })
         .collect()
 }

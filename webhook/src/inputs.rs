@@ -57,7 +57,8 @@ pub fn read_all(paths: &[PathBuf]) -> Result<Vec<Document>, InputError> {
     Ok(docs)
 }
 
-fn files_under(path: &Path) -> Result<Vec<PathBuf>, InputError> {
+/// The files to read under `path`: itself, or a directory's YAML and JSON files, sorted.
+pub fn files_under(path: &Path) -> Result<Vec<PathBuf>, InputError> {
     let io = |error| InputError::Io {
         path: path.display().to_string(),
         error,

@@ -9,6 +9,8 @@ pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod denial;
+pub mod doctor;
+pub mod federation;
 pub mod guid;
 pub mod inputs;
 pub mod keys;

@@ -53,6 +53,9 @@ enum Command {
     Mutate(cli::mutate::MutateArgs),
     /// Report every pool violation in manifests or a live cluster (exit 1 on violations).
     Audit(cli::audit::AuditArgs),
+    /// Walk one agent's chain to its Azure token on the live cluster, with the fix of each
+    /// broken step (exit 1 when one fails).
+    Doctor(cli::doctor::DoctorArgs),
     /// Create certificates for the webhook.
     Certs(cli::certs::CertsArgs),
     /// Print the AgentPool CustomResourceDefinition (as committed under manifests/).
@@ -87,6 +90,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => runtime.block_on(cli::serve::run(*args)),
         Command::Mutate(args) => return runtime.block_on(cli::mutate::run(args)),
         Command::Audit(args) => return runtime.block_on(cli::audit::run(args)),
+        Command::Doctor(args) => return runtime.block_on(cli::doctor::run(args)),
         Command::Certs(args) => cli::certs::run(args),
         Command::WebhookConfig(args) => args
             .options()

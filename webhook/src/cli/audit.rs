@@ -61,6 +61,23 @@ pub struct AuditArgs {
     #[arg(long, default_value_t = 500)]
     pub page_size: u32,
 
+    /// Federated identity credentials to check against the AgentPools, the issuer and the
+    /// audience (repeatable): files or directories of `az identity federated-credential list
+    /// -o json` and `az identity show -o json` output, or `terraform show -json` of a plan or
+    /// a state; `-` reads stdin.
+    #[arg(long = "credentials", value_name = "FILE_OR_DIR")]
+    pub credentials: Vec<PathBuf>,
+
+    /// The cluster's service-account issuer, exactly as its tokens carry it (trailing slash
+    /// included). Required with --credentials on files; with --cluster it defaults to the
+    /// API server's discovery document.
+    #[arg(long, value_name = "URL")]
+    pub issuer: Option<String>,
+
+    /// The audience the webhook projects tokens for (what credentials must accept).
+    #[arg(long, env = "WI_AUDIENCE", default_value = crate::config::DEFAULT_AUDIENCE)]
+    pub audience: String,
+
     /// kubeconfig for --cluster; default: in-cluster config, then ~/.kube/config.
     #[arg(long, env = "KUBECONFIG")]
     pub kubeconfig: Option<PathBuf>,
@@ -111,11 +128,60 @@ pub fn audit_files(args: &AuditArgs) -> Run {
         accounts: state.accounts,
         config: config(args),
     };
-    let findings: Vec<Finding> = docs
+    let mut findings: Vec<Finding> = docs
         .iter()
         .flat_map(|d| auditor.audit(&d.value, &d.source, default_namespace))
         .collect();
-    finish(args.output, findings, String::new(), 0)
+    let mut stderr = String::new();
+    if !args.credentials.is_empty() {
+        let Some(issuer) = &args.issuer else {
+            return fail(
+                &"--credentials needs --issuer, the cluster's service-account issuer \
+                (for AKS: az aks show -n CLUSTER -g GROUP --query oidcIssuerProfile.issuerUrl -o tsv)",
+            );
+        };
+        let pools: Vec<Pool> = auditor
+            .policy
+            .snapshot()
+            .pools()
+            .map(|p| (**p).clone())
+            .collect();
+        match audit_credentials(args, &pools, issuer) {
+            Ok((found, notes)) => {
+                findings.extend(found);
+                stderr = notes;
+            }
+            Err(e) => return fail(&e),
+        }
+    }
+    finish(args.output, findings, stderr, 0)
+}
+
+/// The federated-credential findings, and notes on what was not checked.
+fn audit_credentials(
+    args: &AuditArgs,
+    pools: &[Pool],
+    issuer: &str,
+) -> anyhow::Result<(Vec<Finding>, String)> {
+    let stdin = |p: &PathBuf| p.as_os_str() == "-";
+    if args.files.iter().any(stdin) && args.credentials.iter().any(stdin) {
+        anyhow::bail!("-f - and --credentials - cannot both read stdin");
+    }
+    let credentials = crate::federation::read::read_paths(&args.credentials)?;
+    let report = crate::federation::rules::audit(
+        &credentials,
+        &crate::federation::rules::Context {
+            pools,
+            issuer,
+            audience: &args.audience,
+        },
+    );
+    let notes = report
+        .notes
+        .iter()
+        .map(|n| format!("note: {n}\n"))
+        .collect();
+    Ok((report.findings, notes))
 }
 
 fn finish(output: Output, findings: Vec<Finding>, stderr: String, timestamp: i64) -> Run {
@@ -185,6 +251,17 @@ async fn audit_cluster_inner(args: &AuditArgs) -> anyhow::Result<Run> {
         accounts: crate::serviceaccounts::store_of_meta(accounts),
         config: config(args),
     };
+    let (credential_findings, notes) = if args.credentials.is_empty() {
+        (Vec::new(), String::new())
+    } else {
+        let issuer = match &args.issuer {
+            Some(issuer) => issuer.clone(),
+            None => super::doctor::cluster_issuer(&client)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot read the cluster's issuer from /.well-known/openid-configuration ({e:#}); pass --issuer"))?,
+        };
+        audit_credentials(args, &pools, &issuer)?
+    };
 
     // Pods and workloads, page by page: only findings are kept.
     let mut findings = Vec::new();
@@ -229,7 +306,8 @@ async fn audit_cluster_inner(args: &AuditArgs) -> anyhow::Result<Run> {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64);
-    Ok(finish(args.output, findings, String::new(), now))
+    findings.extend(credential_findings);
+    Ok(finish(args.output, findings, notes, now))
 }
 
 /// Every object of a (small) kind, through the paged list API.

@@ -2,6 +2,7 @@
 
 pub mod audit;
 pub mod certs;
+pub mod doctor;
 pub mod mutate;
 pub mod serve;
 

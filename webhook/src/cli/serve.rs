@@ -204,7 +204,12 @@ fn own_namespace(flag: Option<&str>) -> Option<String> {
 }
 
 pub async fn client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<Client> {
-    let config = match kubeconfig {
+    Ok(Client::try_from(kube_config(kubeconfig).await?)?)
+}
+
+/// The client configuration: the kubeconfig given, else in-cluster, else ~/.kube/config.
+pub async fn kube_config(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<kube::Config> {
+    Ok(match kubeconfig {
         Some(path) => {
             let kc = kube::config::Kubeconfig::read_from(path)
                 .with_context(|| format!("cannot read kubeconfig {}", path.display()))?;
@@ -213,8 +218,7 @@ pub async fn client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<Clie
         None => kube::Config::infer()
             .await
             .context("no Kubernetes configuration found")?,
-    };
-    Ok(Client::try_from(config)?)
+    })
 }
 
 /// Native sidecars (init containers with restartPolicy Always) are on by default from 1.29

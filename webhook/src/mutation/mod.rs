@@ -65,7 +65,7 @@ pub fn mutate(pod: &PodView<'_>, ctx: Context<'_>, cfg: &MutationConfig) -> Resu
 }
 
 /// Container names from `skip-containers`, `;`-separated and trimmed.
-fn skip_list<'a>(pod: &PodView<'a>) -> Vec<&'a str> {
+pub(crate) fn skip_list<'a>(pod: &PodView<'a>) -> Vec<&'a str> {
     pod.annotation(keys::SKIP_CONTAINERS)
         .map(|v| {
             v.split(';')
