@@ -20,3 +20,4 @@ pub mod policy;
 pub mod serviceaccounts;
 pub mod webhookconfig;
 pub mod workloads;
+pub mod yaml;
