@@ -30,6 +30,13 @@ cargo fmt --all --check
 step "cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 
+step "dependency policy: cargo deny check licenses bans sources"
+# deny.toml says which licenses, crates and sources are allowed. Only these three checks:
+# the advisories check downloads the RustSec database from GitHub, which the test
+# environment cannot reach (run `cargo deny check advisories` where it can).
+command -v cargo-deny >/dev/null || cargo install --locked cargo-deny
+cargo deny check licenses bans sources
+
 step "unit and golden tests"
 tested cargo test --workspace --exclude wi-e2e
 

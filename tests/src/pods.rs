@@ -8,7 +8,6 @@ use std::path::Path;
 use anyhow::Context;
 use k8s_openapi::api::core::v1::{Container, Pod, PodSpec, ServiceAccount};
 use kube::core::Status;
-use serde::Deserialize;
 use serde_json::{Value, json};
 
 /// The label of the webhook configuration's objectSelector.
@@ -346,22 +345,18 @@ pub fn seed_manifests(ns: &str) -> anyhow::Result<String> {
     let text =
         std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     let mut docs = Vec::new();
-    for doc in serde_yaml::Deserializer::from_str(&text) {
-        let mut value = serde_yaml::Value::deserialize(doc)?;
-        if value.is_null() {
-            continue;
-        }
+    for mut value in serde_saphyr::from_multiple::<serde_json::Value>(&text)? {
         if value["kind"].as_str() == Some("Namespace") {
             continue;
         }
         let meta = value
             .get_mut("metadata")
-            .and_then(serde_yaml::Value::as_mapping_mut)
+            .and_then(serde_json::Value::as_object_mut)
             .context("a manifest without metadata")?;
         if meta.contains_key("namespace") {
             meta.insert("namespace".into(), ns.into());
         }
-        docs.push(serde_yaml::to_string(&value)?);
+        docs.push(wi_webhook::yaml::to_string(&value));
     }
     Ok(docs.join("---\n"))
 }

@@ -1056,8 +1056,7 @@ async fn overlay_rbac(cluster: &Cluster) -> anyhow::Result<(Value, Value)> {
     }
     let mut role = None;
     let mut cluster_role = None;
-    for doc in serde_yaml::Deserializer::from_str(&out.stdout) {
-        let v: Value = serde::Deserialize::deserialize(doc)?;
+    for v in serde_saphyr::from_multiple::<Value>(&out.stdout)? {
         match v["kind"].as_str() {
             Some("Role") if v["metadata"]["name"] == "wi-webhook" => role = Some(v),
             Some("ClusterRole") if v["metadata"]["name"] == "wi-webhook" => cluster_role = Some(v),

@@ -29,7 +29,6 @@ use k8s_openapi::api::authorization::v1::{
 use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
-use serde::Deserialize;
 use serde_json::{Value, json};
 use wi_e2e::pods::*;
 
@@ -62,15 +61,12 @@ async fn build(cluster: &wi_e2e::Cluster, overlay: &str) -> Vec<Value> {
 }
 
 fn yaml_documents(text: &str) -> Vec<Value> {
-    serde_yaml::Deserializer::from_str(text)
-        .map(|doc| Value::deserialize(doc).expect("kustomize prints YAML"))
-        .filter(|v| !v.is_null())
-        .collect()
+    serde_saphyr::from_multiple::<Value>(text).expect("kustomize prints YAML")
 }
 
 fn to_yaml(docs: &[Value]) -> String {
     docs.iter()
-        .map(|d| serde_yaml::to_string(d).unwrap())
+        .map(wi_webhook::yaml::to_string)
         .collect::<Vec<_>>()
         .join("---\n")
 }
@@ -746,17 +742,13 @@ struct ImpersonatedWebhook {
 impl ImpersonatedWebhook {
     async fn start(cluster: &wi_e2e::Cluster, user: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let mut kubeconfig: serde_yaml::Value =
-            serde_yaml::from_str(&std::fs::read_to_string(&cluster.kubeconfig).unwrap()).unwrap();
-        for entry in kubeconfig["users"].as_sequence_mut().unwrap() {
+        let mut kubeconfig: Value =
+            serde_saphyr::from_str(&std::fs::read_to_string(&cluster.kubeconfig).unwrap()).unwrap();
+        for entry in kubeconfig["users"].as_array_mut().unwrap() {
             entry["user"]["as"] = user.into();
         }
         let kubeconfig_path = dir.path().join("kubeconfig");
-        std::fs::write(
-            &kubeconfig_path,
-            serde_yaml::to_string(&kubeconfig).unwrap(),
-        )
-        .unwrap();
+        std::fs::write(&kubeconfig_path, wi_webhook::yaml::to_string(&kubeconfig)).unwrap();
 
         let bundle = wi_certs::generate(&wi_certs::GenerateOptions {
             dns_names: vec!["localhost".into()],

@@ -395,12 +395,11 @@ async fn agentpool_changes_are_seen_by_the_next_pod_and_audit_mode_records() {
         .unwrap();
     let out = poll("a warning from kubectl", Duration::from_secs(10), || {
         i += 1;
-        let yaml = serde_yaml::to_string(&pods::labelled_pod_json(
+        let yaml = wi_webhook::yaml::to_string(&pods::labelled_pod_json(
             &format!("warned{i}"),
             "other",
             &[],
-        ))
-        .unwrap();
+        ));
         let cluster = &cluster;
         let n = n.clone();
         async move {
@@ -416,7 +415,7 @@ async fn agentpool_changes_are_seen_by_the_next_pod_and_audit_mode_records() {
 
     // `kubectl apply --dry-run=server` shows the decision, the warning and the mutated
     // object, and stores nothing: how a manifest is audited against a live policy.
-    let yaml = serde_yaml::to_string(&pods::labelled_pod_json("dry", "other", &[])).unwrap();
+    let yaml = wi_webhook::yaml::to_string(&pods::labelled_pod_json("dry", "other", &[]));
     let out = cluster
         .kubectl(
             &[

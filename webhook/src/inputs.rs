@@ -4,14 +4,13 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
 use serde_json::Value;
 use thiserror::Error;
 
 /// One object read from the inputs, with where it came from.
 #[derive(Clone, Debug)]
 pub struct Document {
-    /// `file` or `file#N` (N-th YAML document, from 1).
+    /// `file` or `file#N` (N-th non-empty YAML document, from 1).
     pub source: String,
     pub value: Value,
 }
@@ -87,18 +86,22 @@ pub fn files_under(path: &Path) -> Result<Vec<PathBuf>, InputError> {
     Ok(out)
 }
 
-/// Parses multi-document YAML (JSON is YAML too) into documents; empty documents are skipped.
+/// Parses multi-document YAML (JSON is YAML too) into documents; empty documents are
+/// skipped and not counted.
 pub fn parse_into(docs: &mut Vec<Document>, name: &str, text: &str) -> Result<(), InputError> {
-    for (i, de) in serde_yaml::Deserializer::from_str(text).enumerate() {
-        let value = Value::deserialize(de).map_err(|e| {
-            let (line, column) = e.location().map_or((0, 0), |l| (l.line(), l.column()));
-            InputError::Parse {
-                path: name.to_string(),
-                line,
-                column,
-                message: e.to_string(),
-            }
-        })?;
+    let values: Vec<Value> = serde_saphyr::from_multiple(text).map_err(|e| {
+        let (line, column) = e
+            .location()
+            .map_or((0, 0), |l| (l.line() as usize, l.column() as usize));
+        InputError::Parse {
+            path: name.to_string(),
+            line,
+            column,
+            // One line: the file and position are printed by us, not as a source snippet.
+            message: e.without_snippet().to_string(),
+        }
+    })?;
+    for (i, value) in values.into_iter().enumerate() {
         let source = format!("{name}#{}", i + 1);
         match value {
             Value::Null => {}
@@ -154,7 +157,7 @@ mod tests {
         parse_into(&mut docs, "f.yaml", text).unwrap();
         let kinds: Vec<_> = docs.iter().map(|d| kind(&d.value)).collect();
         assert_eq!(kinds, ["Pod", "ServiceAccount", "Pod"]);
-        assert_eq!(docs[1].source, "f.yaml#3.items[0]");
+        assert_eq!(docs[1].source, "f.yaml#2.items[0]");
     }
 
     #[test]

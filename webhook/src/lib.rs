@@ -24,3 +24,4 @@ pub mod scoping;
 pub mod serviceaccounts;
 pub mod webhookconfig;
 pub mod workloads;
+pub mod yaml;

@@ -270,16 +270,13 @@ fn check_idempotent(
     let mut combined = run.stdout.clone();
     for f in files {
         let text = fs::read_to_string(f).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
-        for de in serde_yaml::Deserializer::from_str(&text) {
-            let Ok(doc) = <Value as serde::Deserialize>::deserialize(de) else {
-                continue;
-            };
+        for doc in serde_saphyr::from_multiple::<Value>(&text).unwrap_or_default() {
             if matches!(
                 doc.get("kind").and_then(Value::as_str),
                 Some("ServiceAccount" | "AgentPool")
             ) {
                 combined.push_str("---\n");
-                combined.push_str(&serde_yaml::to_string(&doc).expect("YAML"));
+                combined.push_str(&wi_webhook::yaml::to_string(&doc));
             }
         }
     }
@@ -295,7 +292,9 @@ fn check_idempotent(
         ));
     }
     let items: Vec<Value> = serde_json::from_str(&again.stdout).expect("-o patch prints JSON");
-    let objects = serde_yaml::Deserializer::from_str(&run.stdout).count();
+    let objects = serde_saphyr::from_multiple::<Value>(&run.stdout)
+        .expect("mutate prints YAML")
+        .len();
     if items.len() != objects {
         return Some(format!(
             "--- {name}: mutating the output again gave {} results for {objects} objects",

@@ -15,7 +15,6 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use serde::Deserialize;
 use serde_json::Value;
 
 const NAMESPACE: &str = "wi-webhook-system";
@@ -45,10 +44,7 @@ fn wi_webhook(args: &[&str]) -> String {
 
 /// Every document of a (multi-document) YAML file, as JSON values.
 fn documents(path: &str) -> Vec<Value> {
-    serde_yaml::Deserializer::from_str(&read(path))
-        .map(|doc| Value::deserialize(doc).unwrap_or_else(|e| panic!("{path}: {e}")))
-        .filter(|v| !v.is_null())
-        .collect()
+    serde_saphyr::from_multiple::<Value>(&read(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
 fn find<'a>(docs: &'a [Value], kind: &str, name: &str) -> &'a Value {
@@ -300,7 +296,7 @@ fn every_manifest_is_part_of_a_kustomization() {
             let name = path.file_name().unwrap().to_str().unwrap();
             if name == "kustomization.yaml" {
                 let k: Value =
-                    serde_yaml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+                    serde_saphyr::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
                 let mut refs: Vec<&str> = k["resources"]
                     .as_array()
                     .map(|r| r.iter().filter_map(Value::as_str).collect())
@@ -340,7 +336,7 @@ fn every_manifest_is_part_of_a_kustomization() {
     );
     // Both overlays build on the base.
     for overlay in ["self-managed", "cert-manager"] {
-        let k: Value = serde_yaml::from_str(&read(&format!(
+        let k: Value = serde_saphyr::from_str(&read(&format!(
             "manifests/overlays/{overlay}/kustomization.yaml"
         )))
         .unwrap();
@@ -361,13 +357,14 @@ fn every_manifest_is_part_of_a_kustomization() {
 #[test]
 fn self_managed_overlay_passes_flags_serve_knows() {
     let kustomization: Value =
-        serde_yaml::from_str(&read("manifests/overlays/self-managed/kustomization.yaml")).unwrap();
+        serde_saphyr::from_str(&read("manifests/overlays/self-managed/kustomization.yaml"))
+            .unwrap();
     let args: Vec<String> = kustomization["patches"]
         .as_array()
         .unwrap()
         .iter()
         .filter_map(|p| p["patch"].as_str())
-        .filter_map(|text| serde_yaml::from_str::<Value>(text).ok())
+        .filter_map(|text| serde_saphyr::from_str::<Value>(text).ok())
         .filter_map(|ops| ops.as_array().cloned())
         .flatten()
         .find(|op| op["path"] == "/spec/template/spec/containers/0/args")

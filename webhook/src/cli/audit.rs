@@ -191,7 +191,7 @@ fn finish(output: Output, findings: Vec<Finding>, stderr: String, timestamp: i64
         Output::Json => serde_json::to_string_pretty(&findings).expect("findings serialise") + "\n",
         Output::Policyreport => audit::policy_reports(&findings, timestamp)
             .iter()
-            .map(|r| serde_yaml::to_string(r).expect("reports serialise"))
+            .map(crate::yaml::to_string)
             .collect::<Vec<_>>()
             .join("---\n"),
     };
@@ -263,7 +263,9 @@ async fn audit_cluster_inner(args: &AuditArgs) -> anyhow::Result<Run> {
         audit_credentials(args, &pools, &issuer)?
     };
 
-    // Pods and workloads, page by page: only findings are kept.
+    // Pods and workloads, page by page: only findings are kept. A terminal sees the count
+    // move on one line; a log (CI) gets one line per kind and never a carriage return.
+    let live = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let mut findings = Vec::new();
     for (group, version, kind, plural) in KINDS {
         let resource = ApiResource {
@@ -292,16 +294,25 @@ async fn audit_cluster_inner(args: &AuditArgs) -> anyhow::Result<Run> {
                 findings.extend(auditor.audit(&value, "cluster", "default"));
             }
             seen += page.items.len();
-            eprint!(
-                "\raudit: {kind}: {seen} listed, {} finding(s) so far   ",
-                findings.len()
-            );
+            if live {
+                eprint!(
+                    "\raudit: {kind}: {seen} listed, {} finding(s) so far   ",
+                    findings.len()
+                );
+            }
             match page.metadata.continue_.filter(|c| !c.is_empty()) {
                 Some(token) => params.continue_token = Some(token),
                 None => break,
             }
         }
-        eprintln!();
+        if live {
+            eprintln!();
+        } else {
+            eprintln!(
+                "audit: {kind}: {seen} listed, {} finding(s)",
+                findings.len()
+            );
+        }
     }
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -122,7 +122,7 @@ pub fn render(results: &[Mutated], output: Output) -> String {
     let admitted = results.iter().filter(|r| r.denial.is_none());
     match output {
         Output::Yaml => admitted
-            .map(|r| serde_yaml::to_string(&r.object).expect("JSON values serialise as YAML"))
+            .map(|r| crate::yaml::to_string(&r.object))
             .collect::<Vec<_>>()
             .join("---\n"),
         Output::Json => {

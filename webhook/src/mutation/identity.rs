@@ -46,9 +46,15 @@ pub fn resolve(
     }
     .filter(|v| !v.is_empty());
 
-    let token_expiration = match pod.annotation(keys::TOKEN_EXPIRATION) {
+    // An empty annotation is unset, as upstream reads it: the Pod's falls through to the
+    // ServiceAccount's, and that to the default.
+    let set = |v: &&String| !v.is_empty();
+    let token_expiration = match pod
+        .annotation(keys::TOKEN_EXPIRATION)
+        .filter(|v| !v.is_empty())
+    {
         Some(v) => parse_expiration(pod, "Pod", v)?,
-        None => match sa_annotations.get(keys::TOKEN_EXPIRATION) {
+        None => match sa_annotations.get(keys::TOKEN_EXPIRATION).filter(set) {
             Some(v) => parse_expiration(pod, "ServiceAccount", v)?,
             None => keys::DEFAULT_TOKEN_EXPIRATION,
         },

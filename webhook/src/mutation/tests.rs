@@ -202,7 +202,12 @@ fn token_expiration_pod_over_sa_over_default_within_range() {
     assert_eq!(exp(None, Some("7200")), Ok(7200));
     assert_eq!(exp(Some("86400"), Some("7200")), Ok(86400));
     assert_eq!(exp(Some("3600"), None), Ok(3600));
-    for bad in ["3599", "86401", "abc", "", "1h", "-3600"] {
+    // Empty is unset, as upstream reads it: the Pod's falls through to the ServiceAccount's.
+    assert_eq!(exp(Some(""), None), Ok(3600));
+    assert_eq!(exp(Some(""), Some("7200")), Ok(7200));
+    assert_eq!(exp(None, Some("")), Ok(3600));
+    assert_eq!(exp(Some(""), Some("")), Ok(3600));
+    for bad in ["3599", "86401", "abc", " ", "1h", "-3600"] {
         let err = exp(Some(bad), None).unwrap_err();
         assert_eq!(err.rule, "token-expiration");
         assert_eq!(err.code, 400);
