@@ -89,18 +89,7 @@ pub fn files_under(path: &Path) -> Result<Vec<PathBuf>, InputError> {
 /// Parses multi-document YAML (JSON is YAML too) into documents; empty documents are
 /// skipped and not counted.
 pub fn parse_into(docs: &mut Vec<Document>, name: &str, text: &str) -> Result<(), InputError> {
-    let values: Vec<Value> = serde_saphyr::from_multiple(text).map_err(|e| {
-        let (line, column) = e
-            .location()
-            .map_or((0, 0), |l| (l.line() as usize, l.column() as usize));
-        InputError::Parse {
-            path: name.to_string(),
-            line,
-            column,
-            // One line: the file and position are printed by us, not as a source snippet.
-            message: e.without_snippet().to_string(),
-        }
-    })?;
+    let values = documents(name, text)?;
     for (i, value) in values.into_iter().enumerate() {
         let source = format!("{name}#{}", i + 1);
         match value {
@@ -146,6 +135,23 @@ pub fn kind(value: &Value) -> &str {
     value.get("kind").and_then(Value::as_str).unwrap_or("")
 }
 
+/// The documents of multi-document YAML (JSON is YAML too), parse errors with the file's
+/// name and the position.
+pub fn documents(name: &str, text: &str) -> Result<Vec<Value>, InputError> {
+    serde_saphyr::from_multiple(text).map_err(|e| {
+        let (line, column) = e
+            .location()
+            .map_or((0, 0), |l| (l.line() as usize, l.column() as usize));
+        InputError::Parse {
+            path: name.to_string(),
+            line,
+            column,
+            // One line: the file and position are printed by us, not as a source snippet.
+            message: e.without_snippet().to_string(),
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -180,3 +186,4 @@ mod tests {
         assert!(err.to_string().contains("must be a Kubernetes object"));
     }
 }
+

@@ -426,7 +426,7 @@ fn the_charts_copies_are_the_committed_manifests() {
 /// base's Service on its metrics port.
 #[test]
 fn observability_is_separate_and_scrapes_the_metrics_port() {
-    let base: Value = serde_yaml::from_str(&read("manifests/base/kustomization.yaml")).unwrap();
+    let base: Value = serde_saphyr::from_str(&read("manifests/base/kustomization.yaml")).unwrap();
     assert!(
         !base["resources"]
             .as_array()
@@ -468,9 +468,9 @@ fn observability_is_separate_and_scrapes_the_metrics_port() {
 /// The chart installs the image of this version, as the kustomize base does.
 #[test]
 fn chart_and_base_install_this_version() {
-    let chart: Value = serde_yaml::from_str(&read("charts/wi-webhook/Chart.yaml")).unwrap();
+    let chart: Value = serde_saphyr::from_str(&read("charts/wi-webhook/Chart.yaml")).unwrap();
     assert_eq!(chart["appVersion"], env!("CARGO_PKG_VERSION"));
     assert_eq!(chart["version"], env!("CARGO_PKG_VERSION"));
-    let base: Value = serde_yaml::from_str(&read("manifests/base/kustomization.yaml")).unwrap();
+    let base: Value = serde_saphyr::from_str(&read("manifests/base/kustomization.yaml")).unwrap();
     assert_eq!(base["images"][0]["newTag"], env!("CARGO_PKG_VERSION"));
 }

@@ -16,7 +16,6 @@ use std::sync::atomic::Ordering;
 use axum::body::Body;
 use http::{Method, Request, StatusCode};
 use http_body_util::BodyExt;
-use serde::Deserialize;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 use wi_webhook::admission::Admitter;
@@ -53,6 +52,7 @@ fn state() -> Arc<AppState> {
         namespaces: vec![NS.into()],
         service_accounts: vec!["agent".into()],
         enforcement: Enforcement::Enforce,
+        created: String::new(),
     };
     AppState::new(Admitter {
         config: MutationConfig::new(TENANT),
@@ -155,7 +155,7 @@ fn shipped_queries() -> Vec<(String, String, bool)> {
         "charts/wi-webhook/files/prometheusrule.yaml",
     ] {
         let text = std::fs::read_to_string(repo().join(path)).unwrap();
-        let rule = Value::deserialize(serde_yaml::Deserializer::from_str(&text)).unwrap();
+        let rule = serde_saphyr::from_str::<Value>(&text).unwrap();
         for group in rule["spec"]["groups"].as_array().unwrap() {
             for r in group["rules"].as_array().unwrap() {
                 let name = r["alert"].as_str().or(r["record"].as_str()).unwrap();

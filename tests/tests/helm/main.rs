@@ -16,7 +16,6 @@ mod render;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
-use serde::Deserialize;
 use serde_json::Value;
 
 const CHART: &str = "charts/wi-webhook";
@@ -68,8 +67,9 @@ async fn helm(cluster: &wi_e2e::Cluster, home: &Path, args: &[&str]) -> wi_e2e::
 }
 
 fn yaml_documents(text: &str) -> Vec<Value> {
-    serde_yaml::Deserializer::from_str(text)
-        .map(|doc| Value::deserialize(doc).expect("YAML"))
+    serde_saphyr::from_multiple::<Value>(text)
+        .expect("YAML")
+        .into_iter()
         .filter(|v| !v.is_null())
         .collect()
 }

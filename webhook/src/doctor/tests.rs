@@ -39,6 +39,7 @@ fn pools() -> Vec<Pool> {
         namespaces: vec!["ado-agents-linux".into()],
         service_accounts: vec!["agent".into()],
         enforcement: Enforcement::Enforce,
+        created: String::new(),
     }]
 }
 

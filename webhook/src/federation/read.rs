@@ -6,7 +6,6 @@
 use std::io::Read;
 use std::path::PathBuf;
 
-use serde::Deserialize;
 use serde_json::Value;
 
 use super::{Credential, Credentials, Identity, terraform};
@@ -42,16 +41,7 @@ pub fn read_paths(paths: &[PathBuf]) -> Result<Credentials, InputError> {
 /// The credentials and identities of one file's text (JSON, or YAML as `az -o yaml` prints).
 pub fn parse(name: &str, text: &str) -> Result<Credentials, InputError> {
     let mut out = Credentials::default();
-    for (i, de) in serde_yaml::Deserializer::from_str(text).enumerate() {
-        let value = Value::deserialize(de).map_err(|e| {
-            let (line, column) = e.location().map_or((0, 0), |l| (l.line(), l.column()));
-            InputError::Parse {
-                path: name.to_string(),
-                line,
-                column,
-                message: e.to_string(),
-            }
-        })?;
+    for (i, value) in crate::inputs::documents(name, text)?.into_iter().enumerate() {
         let source = format!("{name}#{}", i + 1);
         let read = from_value(&value, &source).map_err(|message| InputError::Shape {
             path: source.clone(),
