@@ -104,6 +104,14 @@ fn every_credential_rule_fires_on_its_fixture() {
         .filter(|f| f["name"].as_str().unwrap().starts_with("mi-crowded"))
         .collect();
     assert_eq!(crowded.len(), 1, "{crowded:?}");
+    // mi-staging trusts the same namespace and ServiceAccount names under another cluster's
+    // issuer: not this cluster's pool.
+    assert!(
+        found
+            .iter()
+            .all(|f| !f["name"].as_str().unwrap().starts_with("mi-staging")),
+        "{found:?}"
+    );
     assert_eq!(crowded[0]["rule"], "fic-too-many-credentials");
 }
 

@@ -158,9 +158,18 @@ fn check_credential(
         Some(t) => pools.iter().copied().filter(|p| in_pool(p, t)).collect(),
         None => Vec::new(),
     };
-    // Credentials of other identities for other clusters or workloads are not this audit's.
-    if owners.is_empty() && targets.is_empty() {
+    // Credentials of other identities for other clusters (the same namespace names under
+    // another issuer) or other workloads are not this audit's.
+    let this_cluster = normalized(&c.issuer) == normalized(ctx.issuer);
+    if owners.is_empty() && (targets.is_empty() || !this_cluster) {
         return;
+    }
+    if owners.is_empty() && client.is_none() {
+        report.notes.push(format!(
+            "credential {} ({}) trusts a pool's ServiceAccount, but its identity's client id is unknown: \
+             add the identity's `az identity show -o json` (or the state after apply) to tell whether it is the pool's",
+            c.name, c.source
+        ));
     }
     let pool = owners.first().or(targets.first()).copied();
     let namespace = target.map_or("", |t| t.0);
@@ -362,4 +371,9 @@ fn untrusted(creds: &Credentials, pool: &Pool, ctx: &Context<'_>, report: &mut R
             });
         }
     }
+}
+
+/// An issuer as a person would compare it: no surrounding space, case or trailing slash.
+fn normalized(issuer: &str) -> String {
+    issuer.trim().trim_end_matches('/').to_ascii_lowercase()
 }
