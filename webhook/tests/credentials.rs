@@ -104,6 +104,14 @@ fn every_credential_rule_fires_on_its_fixture() {
         .filter(|f| f["name"].as_str().unwrap().starts_with("mi-crowded"))
         .collect();
     assert_eq!(crowded.len(), 1, "{crowded:?}");
+    // mi-staging trusts the same namespace and ServiceAccount names under another cluster's
+    // issuer: not this cluster's pool.
+    assert!(
+        found
+            .iter()
+            .all(|f| !f["name"].as_str().unwrap().starts_with("mi-staging")),
+        "{found:?}"
+    );
     assert_eq!(crowded[0]["rule"], "fic-too-many-credentials");
 }
 
@@ -170,4 +178,65 @@ fn unreadable_credentials_exit_2_naming_the_file() {
         "{}",
         run.stderr
     );
+}
+
+fn binary(args: &[&str], stdin: &str) -> (String, String, i32) {
+    use std::io::Write;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_wi-webhook"))
+        .args(args)
+        .env_remove("KUBECONFIG")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        out.status.code().unwrap_or(-1),
+    )
+}
+
+#[test]
+fn a_terraform_plan_is_read_from_stdin_and_stdin_is_read_once() {
+    let case = dir().join("terraform-plan-hyphen-subject");
+    let plan = std::fs::read_to_string(case.join("credentials/plan.json")).unwrap();
+    let pools = case.join("pools.yaml");
+    let pools = pools.to_str().unwrap();
+    let (stdout, stderr, code) = binary(
+        &[
+            "audit",
+            "-f",
+            pools,
+            "--credentials",
+            "-",
+            "--issuer",
+            ISSUER,
+            "-o",
+            "json",
+        ],
+        &plan,
+    );
+    assert_eq!(code, 1, "{stderr}");
+    let found: Vec<serde_json::Value> = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(found[0]["rule"], "fic-subject-format");
+    assert!(
+        found[0]["source"]
+            .as_str()
+            .unwrap()
+            .starts_with("<stdin>#1 ")
+    );
+    let (_, stderr, code) = binary(
+        &["audit", "-f", "-", "--credentials", "-", "--issuer", ISSUER],
+        "",
+    );
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("cannot both read stdin"), "{stderr}");
 }

@@ -75,20 +75,30 @@ pub fn audit(creds: &Credentials, ctx: &Context<'_>) -> Report {
     report
 }
 
-fn identity_display(creds: &Credentials, c: &Credential) -> String {
+/// The name of a credential's identity: its own, else the last segment of the resource id
+/// or Terraform address the credential points at.
+fn identity_name(creds: &Credentials, c: &Credential) -> String {
     match creds.identity_of(c) {
-        Some(i) => match &i.client_id {
-            Some(id) => format!("{} (client id {id})", i.name),
-            None => format!("{} (client id {})", i.name, super::terraform::UNKNOWN),
-        },
-        None if c.identity.is_empty() => "of unknown identity".to_string(),
+        Some(i) => i.name.clone(),
         None => c
             .identity
-            .rsplit('/')
+            .rsplit(['/', '.'])
             .next()
             .unwrap_or_default()
             .to_string(),
     }
+}
+
+/// The identity's name and client id, for messages.
+fn identity_display(creds: &Credentials, c: &Credential) -> String {
+    // An identity read without its client id is one a Terraform plan has yet to create.
+    let client = match creds.identity_of(c) {
+        Some(i) => i.client_id.as_deref().unwrap_or(super::terraform::UNKNOWN),
+        None => "unknown: the identity is not among the inputs",
+    };
+    let name = identity_name(creds, c);
+    let name = if name.is_empty() { "(unknown)" } else { &name };
+    format!("{name} (client id {client})")
 }
 
 fn credential_finding(
@@ -99,16 +109,7 @@ fn credential_finding(
     rule: &str,
     message: String,
 ) -> Finding {
-    let identity = creds.identity_of(c).map_or_else(
-        || {
-            c.identity
-                .rsplit('/')
-                .next()
-                .unwrap_or_default()
-                .to_string()
-        },
-        |i| i.name.clone(),
-    );
+    let identity = identity_name(creds, c);
     Finding {
         api_version: "Microsoft.ManagedIdentity".into(),
         kind: "FederatedIdentityCredential".into(),
@@ -158,9 +159,18 @@ fn check_credential(
         Some(t) => pools.iter().copied().filter(|p| in_pool(p, t)).collect(),
         None => Vec::new(),
     };
-    // Credentials of other identities for other clusters or workloads are not this audit's.
-    if owners.is_empty() && targets.is_empty() {
+    // Credentials of other identities for other clusters (the same namespace names under
+    // another issuer) or other workloads are not this audit's.
+    let this_cluster = normalized(&c.issuer) == normalized(ctx.issuer);
+    if owners.is_empty() && (targets.is_empty() || !this_cluster) {
         return;
+    }
+    if owners.is_empty() && client.is_none() {
+        report.notes.push(format!(
+            "credential {} ({}) trusts a pool's ServiceAccount, but its identity's client id is unknown: \
+             add the identity's `az identity show -o json` (or the state after apply) to tell whether it is the pool's",
+            c.name, c.source
+        ));
     }
     let pool = owners.first().or(targets.first()).copied();
     let namespace = target.map_or("", |t| t.0);
@@ -286,17 +296,7 @@ fn too_many(creds: &Credentials, report: &mut Report) {
                 ),
             );
             f.kind = "UserAssignedIdentity".into();
-            f.name = creds.identity_of(first).map_or_else(
-                || {
-                    first
-                        .identity
-                        .rsplit('/')
-                        .next()
-                        .unwrap_or_default()
-                        .to_string()
-                },
-                |i| i.name.clone(),
-            );
+            f.name = identity_name(creds, first);
             report.findings.push(f);
         }
     }
@@ -362,4 +362,9 @@ fn untrusted(creds: &Credentials, pool: &Pool, ctx: &Context<'_>, report: &mut R
             });
         }
     }
+}
+
+/// An issuer as a person would compare it: no surrounding space, case or trailing slash.
+fn normalized(issuer: &str) -> String {
+    issuer.trim().trim_end_matches('/').to_ascii_lowercase()
 }
