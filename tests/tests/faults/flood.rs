@@ -213,6 +213,20 @@ async fn flood_beyond_capacity_gets_503_with_bounded_memory_then_recovers() {
     );
     assert_eq!(decided + shed, total);
     assert!(shed > 0, "no 503: the flood did not exceed the capacity");
+    // Every 503 is counted in the metric the overload alert watches (the probe's before the
+    // flood too, hence at least).
+    let metrics = private.webhook().metrics().await.unwrap();
+    let counted: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("wi_webhook_shed_requests_total "))
+        .expect("wi_webhook_shed_requests_total in /metrics")
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        counted >= shed,
+        "{counted} shed requests counted, {shed} seen"
+    );
     assert!(decided > 0, "nothing decided during the flood");
     // The connection bound holds: at most MAX_CONNECTIONS client sockets at once (the rest
     // wait in the backlog), plus a few of the webhook's own (API server, listeners).
