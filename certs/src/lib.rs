@@ -48,15 +48,17 @@ pub const TLS_KEY_FILE: &str = "tls.key";
 pub enum GenerateError {
     #[error("cannot generate certificate: {0}")]
     Rcgen(#[from] rcgen::Error),
-    #[error("{path}: cannot write: {source}")]
+    #[error("{path}: cannot write: {error}")]
     Write {
         path: PathBuf,
-        source: std::io::Error,
+        // Not `source`: the message includes it, and a source would print it twice in a
+        // chain (`{:#}`).
+        error: std::io::Error,
     },
-    #[error("{path}: cannot read: {source}")]
+    #[error("{path}: cannot read: {error}")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("the CA private key does not match the CA certificate")]
     CaKeyMismatch,
@@ -67,10 +69,10 @@ pub enum GenerateError {
 /// What is wrong with a certificate/key pair on disk. Every variant names the file.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    #[error("{path}: unreadable: {source}")]
+    #[error("{path}: unreadable: {error}")]
     Unreadable {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("{path}: malformed PEM or DER: {reason}")]
     Malformed { path: PathBuf, reason: String },
@@ -244,7 +246,7 @@ impl Ca {
     pub fn from_dir(dir: &Path) -> Result<Self, GenerateError> {
         let read = |name: &str| {
             let path = dir.join(name);
-            fs::read_to_string(&path).map_err(|source| GenerateError::Read { path, source })
+            fs::read_to_string(&path).map_err(|error| GenerateError::Read { path, error })
         };
         Self::from_pem(&read(CA_CERT_FILE)?, &read(CA_KEY_FILE)?)
     }
@@ -381,9 +383,9 @@ pub fn write_pair(
     key_name: &str,
     pem: &Pem,
 ) -> Result<(), GenerateError> {
-    fs::create_dir_all(dir).map_err(|source| GenerateError::Write {
+    fs::create_dir_all(dir).map_err(|error| GenerateError::Write {
         path: dir.to_owned(),
-        source,
+        error,
     })?;
     write_file(&dir.join(cert_name), &pem.cert, 0o644)?;
     write_file(&dir.join(key_name), &pem.key, 0o600)
@@ -393,9 +395,9 @@ pub fn write_pair(
 /// private key is readable by others) and again afterwards, since an existing file keeps
 /// its old mode on open.
 pub fn write_file(path: &Path, contents: &str, mode: u32) -> Result<(), GenerateError> {
-    let err = |source| GenerateError::Write {
+    let err = |error| GenerateError::Write {
         path: path.to_owned(),
-        source,
+        error,
     };
     let mut options = fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);
@@ -500,9 +502,9 @@ pub fn load_pair_at(
     now: OffsetDateTime,
 ) -> Result<LoadedPair, LoadError> {
     let read = |path: &Path| {
-        fs::read(path).map_err(|source| LoadError::Unreadable {
+        fs::read(path).map_err(|error| LoadError::Unreadable {
             path: path.to_owned(),
-            source,
+            error,
         })
     };
     let cert_bytes = read(cert_path)?;
