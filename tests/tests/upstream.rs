@@ -152,3 +152,93 @@ async fn a_pod_upstream_already_mutated_is_not_injected_twice() {
         );
     }
 }
+
+/// The webhook started with upstream's Deployment arguments, unchanged: certificates from
+/// `--webhook-cert-dir` (rotation disabled), probes on `--health-addr :PORT`, metrics on
+/// `--metrics-addr`, `--metrics-backend prometheus`, Go's `-log-level=info`, the tenant from
+/// `AZURE_TENANT_ID` as upstream's ConfigMap gives it. It connects to the API server, syncs
+/// and turns ready on the probe port, which serves the probes and not the metrics.
+#[tokio::test]
+async fn serve_with_upstreams_arguments() {
+    use std::net::{Ipv4Addr, TcpListener};
+    use std::process::Stdio;
+
+    let cluster = wi_e2e::cluster().await;
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    wi_certs::generate(&wi_certs::GenerateOptions {
+        dns_names: vec!["localhost".into()],
+        ip_addresses: vec![Ipv4Addr::LOCALHOST.into()],
+        ..Default::default()
+    })
+    .unwrap()
+    .write_dir(&certs)
+    .unwrap();
+    // Three free ports, bound at once so they differ.
+    let listeners: Vec<TcpListener> = (0..3)
+        .map(|_| TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap())
+        .collect();
+    let ports: Vec<u16> = listeners
+        .iter()
+        .map(|l| l.local_addr().unwrap().port())
+        .collect();
+    drop(listeners);
+
+    let binary = std::fs::read_to_string(wi_e2e::state_dir().join("wi-webhook.bin"))
+        .map(|s| std::path::PathBuf::from(s.trim()))
+        .unwrap();
+    let log = dir.path().join("wi-webhook.log");
+    let mut child = tokio::process::Command::new(binary)
+        .arg("serve")
+        .arg(format!("--webhook-cert-dir={}", certs.display()))
+        .arg("--disable-cert-rotation")
+        .arg(format!("--health-addr=:{}", ports[0]))
+        .arg(format!("--metrics-addr=127.0.0.1:{}", ports[1]))
+        .arg("--metrics-backend=prometheus")
+        .arg("-log-level=info")
+        .arg(format!("--listen=127.0.0.1:{}", ports[2]))
+        .arg("--kubeconfig")
+        .arg(&cluster.kubeconfig)
+        .env("AZURE_TENANT_ID", WEBHOOK_TENANT_ID)
+        .env("AZURE_ENVIRONMENT", "AzurePublicCloud")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(std::fs::File::create(dir.path().join("stderr.log")).unwrap())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+
+    let probes = wi_e2e::Webhook {
+        mutate_url: String::new(),
+        metrics_addr: format!("127.0.0.1:{}", ports[0]),
+    };
+    let metrics = wi_e2e::Webhook {
+        mutate_url: String::new(),
+        metrics_addr: format!("127.0.0.1:{}", ports[1]),
+    };
+    let ready = wi_e2e::poll("ready on --health-addr", Duration::from_secs(30), || {
+        let probes = &probes;
+        async move { Ok(matches!(probes.get("/readyz").await, Ok((200, _))).then_some(())) }
+    })
+    .await;
+    let stderr = std::fs::read_to_string(dir.path().join("stderr.log")).unwrap_or_default();
+    assert!(
+        ready.is_ok(),
+        "exited: {:?}; stderr: {stderr}",
+        child.try_wait()
+    );
+    assert_eq!(probes.get("/healthz").await.unwrap().0, 200);
+    assert_eq!(
+        probes.get("/metrics").await.unwrap().0,
+        404,
+        "metrics stay on their port"
+    );
+    let text = metrics.metrics().await.unwrap();
+    assert!(
+        text.contains("wi_webhook_admission_duration_seconds_count"),
+        "{text}"
+    );
+    assert_eq!(metrics.get("/readyz").await.unwrap().0, 200);
+    child.kill().await.unwrap();
+}

@@ -145,5 +145,13 @@ mod tests {
             effective.token_file(),
             "/var/run/secrets/azure/wi/token/azure-identity-token"
         );
+        // With upstream's layout too: a pod renamed after the first pass (reinvocation)
+        // keeps the volume it got, not one named after its new name.
+        let mut upstream = MutationConfig::new("t");
+        upstream.layout = TokenLayout::Upstream;
+        assert_eq!(
+            upstream.for_pod(&view(&done)).volume_name,
+            "azure-workload-identity-reserved-0123456789abcdef0123456789abcd"
+        );
     }
 }
