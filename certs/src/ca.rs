@@ -103,7 +103,7 @@ impl Ca {
     pub fn from_dir(dir: &Path) -> Result<Self, GenerateError> {
         let read = |name: &str| {
             let path = dir.join(name);
-            fs::read_to_string(&path).map_err(|source| GenerateError::Read { path, source })
+            fs::read_to_string(&path).map_err(|error| GenerateError::Read { path, error })
         };
         Self::from_pem(&read(CA_CERT_FILE)?, &read(CA_KEY_FILE)?)
     }

@@ -17,15 +17,17 @@ pub enum CertificateError {
 pub enum GenerateError {
     #[error("cannot generate certificate: {0}")]
     Rcgen(#[from] rcgen::Error),
-    #[error("{path}: cannot write: {source}")]
+    #[error("{path}: cannot write: {error}")]
     Write {
         path: PathBuf,
-        source: std::io::Error,
+        // Not `source`: the message includes it, and a source would print it twice in a
+        // chain (`{:#}`).
+        error: std::io::Error,
     },
-    #[error("{path}: cannot read: {source}")]
+    #[error("{path}: cannot read: {error}")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("the CA private key does not match the CA certificate")]
     CaKeyMismatch,
@@ -37,10 +39,10 @@ pub enum GenerateError {
 /// What is wrong with a certificate/key pair on disk. Every variant names the file.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    #[error("{path}: unreadable: {source}")]
+    #[error("{path}: unreadable: {error}")]
     Unreadable {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("{path}: malformed PEM or DER: {reason}")]
     Malformed { path: PathBuf, reason: String },

@@ -117,9 +117,9 @@ impl Reloader {
 
 fn read_both(cert_path: &Path, key_path: &Path) -> Result<Content, LoadError> {
     let read = |path: &Path| {
-        std::fs::read(path).map_err(|source| LoadError::Unreadable {
+        std::fs::read(path).map_err(|error| LoadError::Unreadable {
             path: path.to_owned(),
-            source,
+            error,
         })
     };
     Ok((read(cert_path)?, read(key_path)?))

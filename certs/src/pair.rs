@@ -82,9 +82,9 @@ pub fn load_pair_at(
     now: OffsetDateTime,
 ) -> Result<LoadedPair, LoadError> {
     let read = |path: &Path| {
-        fs::read(path).map_err(|source| LoadError::Unreadable {
+        fs::read(path).map_err(|error| LoadError::Unreadable {
             path: path.to_owned(),
-            source,
+            error,
         })
     };
     let cert_bytes = read(cert_path)?;

@@ -13,9 +13,9 @@ pub fn write_pair(
     key_name: &str,
     pem: &Pem,
 ) -> Result<(), GenerateError> {
-    fs::create_dir_all(dir).map_err(|source| GenerateError::Write {
+    fs::create_dir_all(dir).map_err(|error| GenerateError::Write {
         path: dir.to_owned(),
-        source,
+        error,
     })?;
     write_file(&dir.join(cert_name), &pem.cert, 0o644)?;
     write_file(&dir.join(key_name), &pem.key, 0o600)
@@ -25,9 +25,9 @@ pub fn write_pair(
 /// private key is readable by others) and again afterwards, since an existing file keeps
 /// its old mode on open.
 pub fn write_file(path: &Path, contents: &str, mode: u32) -> Result<(), GenerateError> {
-    let err = |source| GenerateError::Write {
+    let err = |error| GenerateError::Write {
         path: path.to_owned(),
-        source,
+        error,
     };
     let mut options = fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);

@@ -132,6 +132,8 @@ spec:
     .await;
     assert_eq!(code, 1, "{stderr}");
     assert!(stderr.contains("Pod: 2 listed"), "progress: {stderr}");
+    // Not a terminal: one line per kind, no carriage return in a CI log.
+    assert!(!stderr.contains('\r'), "carriage return in: {stderr:?}");
     let findings: Vec<Value> = serde_json::from_str(&stdout).unwrap();
     let kinds: Vec<&str> = findings
         .iter()

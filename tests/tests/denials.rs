@@ -84,11 +84,11 @@ fn identity() -> Identity<'static> {
 }
 
 /// SPEC 2.3: the expiration must be a whole number of seconds in 3600..=86400; the message
-/// names the annotation, the value and the range. The boundaries pass.
+/// names the annotation, the value and the range. The boundaries pass; empty is unset.
 #[tokio::test]
 async fn bad_token_expiration_on_the_pod_is_denied() {
     let s = setup("e2e-deny-expiration", &[]).await;
-    for (i, value) in ["3599", "86401", "0", "-3600", "1h", ""]
+    for (i, value) in ["3599", "86401", "0", "-3600", "1h", " "]
         .into_iter()
         .enumerate()
     {
@@ -115,6 +115,10 @@ async fn bad_token_expiration_on_the_pod_is_denied() {
         let stored = s.create(pod).await.unwrap();
         assert_mutated(&stored, identity(), value);
     }
+    // Empty is unset, as upstream reads it: the default lifetime, not a denial.
+    let pod = labelled_pod_json("empty", "agent", &[(TOKEN_EXPIRATION_ANNOTATION, "")]);
+    let stored = s.create(pod).await.unwrap();
+    assert_mutated(&stored, identity(), 3600);
 }
 
 /// The same rule on the ServiceAccount's annotation; a valid pod annotation wins over it.

@@ -98,7 +98,7 @@ impl Auditor {
             Err(d) => return vec![finding("", "", d.rule, "", d.message)],
         };
         let sa = self.accounts.get(&namespace, service_account);
-        let token_file = self.config.token_file();
+        let token_file = self.config.for_pod(&view).token_file();
         let mut evaluation = self.policy.evaluate(&Subject {
             pod: &view,
             namespace: &namespace,

@@ -13,6 +13,10 @@ pub struct MutationConfig {
     pub audience: String,
     pub volume_name: String,
     pub mount_path: String,
+    /// The token's file name inside the volume.
+    pub token_path: String,
+    /// This project's layout or upstream's (`for_pod` gives a pod's effective one).
+    pub layout: crate::layout::TokenLayout,
     pub proxy_init_image: String,
     pub proxy_image: String,
     /// `--log-level` passed to the proxy sidecar.
@@ -37,6 +41,8 @@ impl MutationConfig {
             audience: DEFAULT_AUDIENCE.into(),
             volume_name: DEFAULT_VOLUME_NAME.into(),
             mount_path: DEFAULT_MOUNT_PATH.into(),
+            token_path: crate::keys::TOKEN_PATH.into(),
+            layout: crate::layout::TokenLayout::Default,
             proxy_init_image: DEFAULT_PROXY_INIT_IMAGE.into(),
             proxy_image: DEFAULT_PROXY_IMAGE.into(),
             proxy_log_level: "info".into(),
@@ -49,7 +55,7 @@ impl MutationConfig {
         format!(
             "{}/{}",
             self.mount_path.trim_end_matches('/'),
-            crate::keys::TOKEN_PATH
+            self.token_path
         )
     }
 

@@ -31,10 +31,16 @@ fn tune_allocator() {
 
 /// Azure Workload Identity mutating admission webhook for Azure DevOps agent pools.
 #[derive(Parser, Debug)]
-#[command(name = "wi-webhook", version, about)]
+#[command(
+    name = "wi-webhook",
+    version = wi_webhook::VERSION,
+    about,
+    after_help = cli::EXIT_CODES
+)]
 struct Cli {
-    /// Log filter (error, warn, info, debug, trace, or a tracing directive).
-    #[arg(long, env = "WI_LOG_LEVEL", default_value = "info", global = true)]
+    /// Log level: error, warn, info, debug or trace (upstream's "" and all are warn and
+    /// trace), or tracing directives such as info,wi_webhook=debug. Anything else is refused.
+    #[arg(long, env = "WI_LOG_LEVEL", default_value = "info", global = true, value_parser = cli::upstream::log_level)]
     log_level: String,
 
     /// Log as JSON lines.
@@ -62,6 +68,11 @@ enum Command {
     Crd,
     /// Print the webhook configurations (mutating and validating) the webhook expects.
     WebhookConfig(cli::WebhookConfigArgs),
+    /// Print a shell completion script (e.g. `wi-webhook completions bash > /etc/bash_completion.d/wi-webhook`).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 fn init_logging(level: &str, json: bool) {
@@ -74,7 +85,20 @@ fn init_logging(level: &str, json: bool) {
 
 fn main() -> ExitCode {
     tune_allocator();
-    let cli = Cli::parse();
+    let args = cli::upstream::go_style_args(std::env::args_os());
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            // Help and version go to stdout and succeed; every other parse error is a usage
+            // error (EX_USAGE), told apart from unusable input (2).
+            return if e.use_stderr() {
+                ExitCode::from(cli::EXIT_USAGE)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
     init_logging(&cli.log_level, cli.log_json);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -99,12 +123,20 @@ fn main() -> ExitCode {
             print!("{}", wi_webhook::policy::crd::crd_yaml());
             Ok(())
         }
+        Command::Completions { shell } => {
+            // Into memory first: clap_complete panics on a write error (a closed pipe).
+            let mut script = Vec::new();
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut command, "wi-webhook", &mut script);
+            std::io::Write::write_all(&mut std::io::stdout(), &script)
+                .map_err(|e| anyhow::anyhow!("cannot write the completion script: {e}"))
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            ExitCode::from(cli::EXIT_INPUT)
         }
     }
 }

@@ -106,6 +106,11 @@ impl<'a> PodView<'a> {
         }
     }
 
+    /// A string field of the metadata, such as `name` or `generateName`.
+    pub fn metadata_str(&self, key: &str) -> Option<&'a str> {
+        self.metadata?.get(key)?.as_str()
+    }
+
     pub fn annotation(&self, key: &str) -> Option<&'a str> {
         self.metadata?.get("annotations")?.get(key)?.as_str()
     }

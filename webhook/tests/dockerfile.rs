@@ -1,8 +1,10 @@
 //! The Dockerfile kept buildable by review: no image is built here (no container runtime in
 //! the test environment), so the facts a build depends on are checked against the repository
 //! instead: every COPY source exists and is not excluded from the build context, the binary
-//! is the workspace's, the builder's Rust is the toolchain's, the build is `--locked`, and the
-//! runtime image runs as UID 65532 with the binary as its entrypoint.
+//! is the workspace's, the builder's Rust is the toolchain's, the build is `--locked` and
+//! cross-compiles for linux/amd64 and linux/arm64 from the build machine's platform, the base
+//! images are pinned by digest, the OCI labels match the workspace, and the runtime image runs
+//! as UID 65532 with the binary as its entrypoint.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -202,7 +204,7 @@ fn dockerignore_keeps_build_output_and_cluster_state_out() {
 fn builder_uses_the_workspace_rust_and_a_locked_release_build() {
     let all = instructions();
     let builder = all.iter().find(|i| i.keyword == "FROM").expect("a FROM");
-    let image = builder.args.split(' ').next().unwrap();
+    let image = from_image(&builder.args);
     let tag = image
         .strip_prefix("rust:")
         .unwrap_or_else(|| panic!("the builder is not the official rust image: {image}"));
@@ -250,7 +252,7 @@ fn builder_uses_the_workspace_rust_and_a_locked_release_build() {
 fn runtime_image_is_distroless_nonroot_with_the_binary_as_entrypoint() {
     let all = instructions();
     let runtime = final_stage(&all);
-    let from = &runtime[0].args;
+    let from = from_image(&runtime[0].args);
     assert!(
         from.starts_with("gcr.io/distroless/") && from.contains(":nonroot"),
         "runtime image {from}: distroless, nonroot tag"
@@ -286,8 +288,8 @@ fn runtime_image_is_distroless_nonroot_with_the_binary_as_entrypoint() {
     assert!(
         builder_run
             .args
-            .contains(&format!("target/release/{bin} {source}")),
-        "the builder does not put target/release/{bin} at {source}: {}",
+            .contains(&format!("\"target/$rust_target/release/{bin}\" {source}")),
+        "the builder does not put target/$rust_target/release/{bin} at {source}: {}",
         builder_run.args
     );
 
@@ -310,4 +312,125 @@ fn runtime_image_is_distroless_nonroot_with_the_binary_as_entrypoint() {
     if let Some(run) = runtime.iter().find(|i| i.keyword == "RUN") {
         panic!("RUN in the runtime stage needs a shell: {}", run.args);
     }
+}
+
+/// The image of a FROM instruction, without `--platform=` and `AS name`.
+fn from_image(args: &str) -> &str {
+    args.split(' ')
+        .find(|w| !w.starts_with("--"))
+        .expect("FROM names an image")
+}
+
+#[test]
+fn every_base_image_is_pinned_by_digest() {
+    let all = instructions();
+    let froms: Vec<&Instruction> = all.iter().filter(|i| i.keyword == "FROM").collect();
+    assert!(froms.len() >= 2, "a builder and a runtime stage");
+    for from in froms {
+        let image = from_image(&from.args);
+        let (name, digest) = image
+            .split_once("@sha256:")
+            .unwrap_or_else(|| panic!("FROM {image}: not pinned by digest (@sha256:...)"));
+        assert!(
+            name.contains(':'),
+            "FROM {image}: keep the tag next to the digest"
+        );
+        assert!(
+            digest.len() == 64 && digest.bytes().all(|b| b.is_ascii_hexdigit()),
+            "FROM {image}: a digest is 64 hex digits"
+        );
+    }
+}
+
+#[test]
+fn builder_cross_compiles_for_amd64_and_arm64_on_the_build_platform() {
+    let all = instructions();
+    let builder = all.iter().find(|i| i.keyword == "FROM").unwrap();
+    assert!(
+        builder.args.starts_with("--platform=$BUILDPLATFORM "),
+        "the builder runs on the build machine's platform: FROM {}",
+        builder.args
+    );
+    let text = read("Dockerfile");
+    for (arch, target, cross) in [
+        ("amd64", "x86_64-unknown-linux-gnu", "gcc-x86-64-linux-gnu"),
+        (
+            "arm64",
+            "aarch64-unknown-linux-gnu",
+            "gcc-aarch64-linux-gnu",
+        ),
+    ] {
+        let case = text
+            .lines()
+            .find(|l| l.trim_start().starts_with(&format!("{arch})")))
+            .unwrap_or_else(|| panic!("no case for {arch}"));
+        assert!(
+            case.contains(target) && case.contains(cross),
+            "{arch}: {case}"
+        );
+    }
+    let build = all
+        .iter()
+        .find(|i| i.keyword == "RUN" && i.args.contains("cargo build"))
+        .unwrap();
+    for needed in ["--target \"$rust_target\"", "_LINKER=$cc", "CC_"] {
+        assert!(
+            build.args.contains(needed),
+            "cargo build without {needed}: {}",
+            build.args
+        );
+    }
+}
+
+#[test]
+fn oci_labels_match_the_workspace() {
+    let all = instructions();
+    let runtime = final_stage(&all);
+    let labels: String = runtime
+        .iter()
+        .filter(|i| i.keyword == "LABEL")
+        .map(|i| i.args.clone())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let workspace = read("Cargo.toml");
+    let version = quoted_value(&workspace, "version").expect("workspace version");
+    let license = quoted_value(&workspace, "license").expect("workspace license");
+    for key in [
+        "title",
+        "description",
+        "version",
+        "revision",
+        "created",
+        "licenses",
+    ] {
+        assert!(
+            labels.contains(&format!("org.opencontainers.image.{key}=")),
+            "no org.opencontainers.image.{key} label: {labels}"
+        );
+    }
+    assert!(
+        labels.contains(&format!("org.opencontainers.image.licenses=\"{license}\"")),
+        "licenses label is not the workspace's {license}: {labels}"
+    );
+    let version_arg = runtime
+        .iter()
+        .find(|i| i.keyword == "ARG" && i.args.starts_with("WI_VERSION="))
+        .expect("ARG WI_VERSION in the runtime stage");
+    assert_eq!(
+        version_arg.args,
+        format!("WI_VERSION={version}"),
+        "image version vs the workspace's"
+    );
+    assert!(labels.contains("org.opencontainers.image.version=\"$WI_VERSION\""));
+    // The commit reaches the binary (--version) and the label from one build argument.
+    let build = all
+        .iter()
+        .find(|i| i.keyword == "RUN" && i.args.contains("cargo build"))
+        .unwrap();
+    assert!(
+        build.args.contains("WI_GIT_COMMIT=$WI_GIT_COMMIT"),
+        "{}",
+        build.args
+    );
+    assert!(labels.contains("org.opencontainers.image.revision=\"$WI_GIT_COMMIT\""));
 }

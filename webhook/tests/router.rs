@@ -626,3 +626,33 @@ async fn readyz_follows_the_ready_flag_and_healthz_is_always_ok() {
     let ready = send(health(), Method::GET, "/readyz", Body::empty()).await;
     assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE);
 }
+
+/// Upstream's webhook configuration calls `/mutate-v1-pod`: the same decision as `/mutate`,
+/// so that a configuration kept from upstream works during a cut-over.
+#[tokio::test]
+async fn upstream_path_mutate_v1_pod_is_the_mutation() {
+    let state = state();
+    let body = serde_json::to_vec(&create("uid-upstream-path", agent_pod())).unwrap();
+    let ours = send(app(&state), Method::POST, "/mutate", body.clone()).await;
+    let upstreams = send(app(&state), Method::POST, "/mutate-v1-pod", body).await;
+    let patch = patch_of(&upstreams.response());
+    assert!(!patch.0.is_empty(), "the upstream path mutates");
+    assert_eq!(patch, patch_of(&ours.response()));
+}
+
+/// `--health-addr` serves the probes alone: `/healthz`, `/readyz` following readiness, and
+/// no `/metrics` (that stays on the metrics port).
+#[tokio::test]
+async fn probes_of_the_health_address() {
+    let state = state();
+    let probes = || api::health::probes(state.clone());
+    let healthz = send(probes(), Method::GET, "/healthz", Body::empty()).await;
+    assert_eq!(healthz.status, StatusCode::OK);
+    let ready = send(probes(), Method::GET, "/readyz", Body::empty()).await;
+    assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE);
+    state.ready.store(true, Ordering::Release);
+    let ready = send(probes(), Method::GET, "/readyz", Body::empty()).await;
+    assert_eq!(ready.status, StatusCode::OK);
+    let metrics = send(probes(), Method::GET, "/metrics", Body::empty()).await;
+    assert_eq!(metrics.status, StatusCode::NOT_FOUND);
+}

@@ -264,7 +264,7 @@ impl Admitter {
         policy::Evaluation,
         Result<Verdict, (Denial, Vec<Violation>)>,
     ) {
-        let token_file = self.config.token_file();
+        let token_file = self.config.for_pod(view).token_file();
         let mut evaluation = self.policy.evaluate(&Subject {
             pod: view,
             namespace,

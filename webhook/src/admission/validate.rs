@@ -105,7 +105,7 @@ impl Admitter {
                 return decision;
             }
         };
-        let token_file = self.config.token_file();
+        let token_file = self.config.for_pod(&view).token_file();
         let mut evaluation = self.policy.evaluate(&policy::Subject {
             pod: &view,
             namespace,

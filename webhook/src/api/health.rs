@@ -18,6 +18,14 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
+/// `/healthz` and `/readyz` alone, for a separate probe address (`--health-addr`).
+pub fn probes(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .with_state(state)
+}
+
 async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     let cached = state.admitter.service_accounts.cached();
     state.metrics.serviceaccounts.set(cached as i64);

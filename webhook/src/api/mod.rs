@@ -71,6 +71,8 @@ impl AppState {
 pub fn router(state: Arc<AppState>, body_limit: usize) -> Router {
     Router::new()
         .route("/mutate", post(mutate))
+        // Upstream's path, so that its webhook configuration works unchanged during a cut-over.
+        .route("/mutate-v1-pod", post(mutate))
         .route("/validate", post(validate))
         .fallback(|| async {
             ApiError::new(

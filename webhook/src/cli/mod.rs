@@ -5,10 +5,28 @@ pub mod certs;
 pub mod doctor;
 pub mod mutate;
 pub mod serve;
+pub mod upstream;
 
 use clap::{Args, ValueEnum};
 
 use crate::config::{self, MutationConfig};
+use crate::layout::TokenLayout;
+
+/// Exit status: a finding (audit violations, a denied object in `mutate`).
+pub const EXIT_FINDINGS: u8 = 1;
+/// Exit status: input the command cannot use (unreadable file, bad YAML, a configuration
+/// refused at start-up, an unreachable cluster).
+pub const EXIT_INPUT: u8 = 2;
+/// Exit status: a command-line usage error (EX_USAGE of sysexits.h).
+pub const EXIT_USAGE: u8 = 64;
+
+/// The exit codes, as `--help` prints them (docs/operations.md has the same table).
+pub const EXIT_CODES: &str = "\
+Exit codes:
+  0   success; for audit and mutate: no violation, nothing denied
+  1   audit found violations, or mutate denied an object
+  2   unusable input: unreadable file, bad YAML, configuration refused, cluster unreachable
+  64  usage error: unknown flag or subcommand, bad flag value";
 
 /// How the proxy sidecar is placed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -54,13 +72,22 @@ pub struct MutationArgs {
     #[arg(long, env = "WI_TOKEN_MOUNT_PATH", default_value = config::DEFAULT_MOUNT_PATH)]
     pub token_mount_path: String,
 
-    /// Image of the azwi-proxy-init init container.
-    #[arg(long, env = "WI_PROXY_INIT_IMAGE", default_value = config::DEFAULT_PROXY_INIT_IMAGE)]
-    pub proxy_init_image: String,
+    /// Token volume layout: `default` (the two flags above), or `upstream`, exactly as the
+    /// upstream webhook v1.6.0 (volume azure-workload-identity-reserved-<hash of the pod
+    /// name> at /var/run/secrets/azure/wi, AZURE_FEDERATED_TOKEN_FILE
+    /// /var/run/secrets/azure/wi/token/azure-identity-token).
+    #[arg(long, env = "WI_TOKEN_LAYOUT", value_enum, default_value = "default")]
+    pub token_layout: TokenLayout,
 
-    /// Image of the azwi-proxy sidecar.
-    #[arg(long, env = "WI_PROXY_IMAGE", default_value = config::DEFAULT_PROXY_IMAGE)]
-    pub proxy_image: String,
+    /// Image of the azwi-proxy-init init container [env: WI_PROXY_INIT_IMAGE, then
+    /// upstream's PROXY_INIT_IMAGE] [default: the upstream v1.6.0 image].
+    #[arg(long, env = "WI_PROXY_INIT_IMAGE", value_name = "IMAGE")]
+    pub proxy_init_image: Option<String>,
+
+    /// Image of the azwi-proxy sidecar [env: WI_PROXY_IMAGE, then upstream's PROXY_IMAGE]
+    /// [default: the upstream v1.6.0 image].
+    #[arg(long, env = "WI_PROXY_IMAGE", value_name = "IMAGE")]
+    pub proxy_image: Option<String>,
 
     /// --log-level passed to the azwi-proxy sidecar.
     #[arg(long, env = "WI_PROXY_LOG_LEVEL", default_value = "info")]
@@ -80,14 +107,37 @@ impl MutationArgs {
             Some(url) if !url.trim().is_empty() => url.trim().to_string(),
             _ => config::authority_host_for(&self.azure_environment)?,
         };
+        if self.token_layout == TokenLayout::Upstream
+            && (self.token_volume_name != config::DEFAULT_VOLUME_NAME
+                || self.token_mount_path != config::DEFAULT_MOUNT_PATH)
+        {
+            anyhow::bail!(
+                "--token-layout upstream sets the volume name and mount path itself: leave out \
+                 --token-volume-name and --token-mount-path"
+            );
+        }
         let config = MutationConfig {
             tenant_id: self.tenant_id.clone().unwrap_or_default(),
             authority_host,
-            audience: self.audience.clone(),
+            // Empty means the default, as upstream reads its --audience.
+            audience: match self.audience.trim() {
+                "" => config::DEFAULT_AUDIENCE.into(),
+                a => a.into(),
+            },
             volume_name: self.token_volume_name.clone(),
             mount_path: self.token_mount_path.clone(),
-            proxy_init_image: self.proxy_init_image.clone(),
-            proxy_image: self.proxy_image.clone(),
+            token_path: crate::keys::TOKEN_PATH.into(),
+            layout: self.token_layout,
+            proxy_init_image: upstream::image(
+                &self.proxy_init_image,
+                upstream::PROXY_INIT_IMAGE_ENV,
+                config::DEFAULT_PROXY_INIT_IMAGE,
+            ),
+            proxy_image: upstream::image(
+                &self.proxy_image,
+                upstream::PROXY_IMAGE_ENV,
+                config::DEFAULT_PROXY_IMAGE,
+            ),
             proxy_log_level: self.proxy_log_level.clone(),
             native_sidecar: native,
         };

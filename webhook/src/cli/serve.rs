@@ -12,7 +12,7 @@ use kube::Client;
 
 mod certificates;
 
-use super::{MutationArgs, NativeSidecar};
+use super::{MutationArgs, NativeSidecar, upstream};
 use crate::admission::Admitter;
 use crate::api::{self, AppState, tls};
 use crate::policy::Policy;
@@ -28,17 +28,41 @@ pub enum TlsVersion {
 
 #[derive(Args, Debug)]
 pub struct ServeArgs {
-    /// Address of the admission (TLS) listener.
-    #[arg(long, env = "WI_LISTEN", default_value = "0.0.0.0:9443")]
+    /// Address of the admission (TLS) listener (HOST:PORT, or :PORT for every interface).
+    #[arg(long, env = "WI_LISTEN", default_value = "0.0.0.0:9443", value_parser = upstream::listen_addr)]
     pub listen: SocketAddr,
 
     /// Lowest TLS version accepted.
     #[arg(long, env = "WI_TLS_MIN_VERSION", value_enum, default_value = "1.3")]
     pub tls_min_version: TlsVersion,
 
-    /// Address of the plain-HTTP listener for /metrics, /healthz and /readyz.
-    #[arg(long, env = "WI_METRICS_LISTEN", default_value = "0.0.0.0:8095")]
+    /// Address of the plain-HTTP listener for /metrics, /healthz and /readyz (upstream's
+    /// --metrics-addr is an alias).
+    #[arg(long, alias = "metrics-addr", env = "WI_METRICS_LISTEN", default_value = "0.0.0.0:8095", value_parser = upstream::listen_addr)]
     pub metrics_listen: SocketAddr,
+
+    /// Also serve /healthz and /readyz on this address, as upstream's --health-addr (e.g.
+    /// :9440), for probes that expect them there.
+    #[arg(long, env = "WI_HEALTH_ADDR", value_parser = upstream::listen_addr, value_name = "ADDR")]
+    pub health_addr: Option<SocketAddr>,
+
+    /// Metrics format: prometheus, the only one (accepted for upstream's --metrics-backend).
+    #[arg(long, env = "WI_METRICS_BACKEND", default_value = "prometheus", value_parser = upstream::metrics_backend)]
+    pub metrics_backend: String,
+
+    /// Upstream's custom token endpoint: not supported.
+    #[arg(long, hide = true, value_parser = upstream::refused(
+        "custom-token-endpoint-annotation-suffix",
+        "custom token endpoints are not injected; the token's audience is --audience",
+    ))]
+    pub custom_token_endpoint_annotation_suffix: Option<String>,
+
+    /// Upstream's custom token endpoint: not supported.
+    #[arg(long, hide = true, value_parser = upstream::refused(
+        "custom-token-endpoint-audience",
+        "custom token endpoints are not injected; the token's audience is --audience",
+    ))]
+    pub custom_token_endpoint_audience: Option<String>,
 
     /// Largest accepted request body, in bytes; larger ones get 413.
     #[arg(long, env = "WI_BODY_LIMIT", default_value_t = api::DEFAULT_BODY_LIMIT)]
@@ -156,6 +180,25 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             .await
     });
 
+    // Upstream's separate probe port, when asked for.
+    let health_task = match args.health_addr.filter(|a| *a != args.metrics_listen) {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} (--health-addr)"))?;
+            let probes = api::health::probes(state.clone());
+            let mut stop = stop_rx.clone();
+            Some(tokio::spawn(async move {
+                axum::serve(listener, probes)
+                    .with_graceful_shutdown(async move {
+                        let _ = stop.wait_for(|s| *s).await;
+                    })
+                    .await
+            }))
+        }
+        None => None,
+    };
+
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -188,6 +231,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     )
     .await;
     let _ = metrics_task.await;
+    if let Some(task) = health_task {
+        let _ = task.await;
+    }
     tracing::info!("stopped");
     Ok(())
 }

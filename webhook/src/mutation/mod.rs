@@ -38,6 +38,7 @@ pub struct Context<'a> {
 
 /// Computes the patch for one pod-shaped object (a Pod or a pod template).
 pub fn mutate(pod: &PodView<'_>, ctx: Context<'_>, cfg: &MutationConfig) -> Result<Patch, Denial> {
+    let cfg = &*cfg.for_pod(pod);
     let identity = identity::resolve(pod, ctx.sa_annotations, ctx.pool, cfg)?;
     let proxy_port = proxy::requested_port(pod)?;
     let skip = skip_list(pod);
@@ -288,7 +289,7 @@ fn volume_op(
                 service_account_token: Token {
                     audience: &cfg.audience,
                     expiration_seconds: identity.token_expiration,
-                    path: keys::TOKEN_PATH,
+                    path: &cfg.token_path,
                 },
             }],
         },

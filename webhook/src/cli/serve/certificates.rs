@@ -41,6 +41,25 @@ pub struct CertArgs {
     )]
     pub tls_key_file: PathBuf,
 
+    /// File mode, as upstream's --webhook-cert-dir: the directory holding tls.crt and
+    /// tls.key (a Secret volume), instead of --tls-cert-file and --tls-key-file.
+    #[arg(long, env = "WI_WEBHOOK_CERT_DIR", value_name = "DIR", conflicts_with_all = ["tls_cert_file", "tls_key_file"])]
+    pub webhook_cert_dir: Option<PathBuf>,
+
+    /// File mode, as upstream's --disable-cert-rotation (certificates provided from
+    /// outside). File mode is the default already; this only refuses --self-managed-certs.
+    #[arg(
+        long,
+        env = "WI_DISABLE_CERT_ROTATION",
+        num_args = 0..=1,
+        default_value = "false",
+        default_missing_value = "true",
+        value_parser = clap::builder::BoolishValueParser::new(),
+        conflicts_with = "self_managed_certs",
+        value_name = "BOOL"
+    )]
+    pub disable_cert_rotation: bool,
+
     /// How often the certificate files (file mode), or the Secret and the webhook
     /// configurations (self-managed mode), are checked for changes. A duration: 10s, 1m.
     #[arg(long, env = "WI_CERT_RELOAD_INTERVAL", default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
@@ -124,8 +143,15 @@ impl CertArgs {
     /// Self-managed mode: checks the lifetimes and finds the namespace.
     pub fn prepare(&self) -> anyhow::Result<Prepared> {
         if !self.self_managed_certs {
-            let (reloader, pair) = Reloader::open(&self.tls_cert_file, &self.tls_key_file)
-                .context("cannot serve with this certificate")?;
+            let (cert, key) = match &self.webhook_cert_dir {
+                Some(dir) => (
+                    dir.join(wi_certs::TLS_CERT_FILE),
+                    dir.join(wi_certs::TLS_KEY_FILE),
+                ),
+                None => (self.tls_cert_file.clone(), self.tls_key_file.clone()),
+            };
+            let (reloader, pair) =
+                Reloader::open(&cert, &key).context("cannot serve with this certificate")?;
             return Ok(Prepared::Files {
                 reloader,
                 pair,
