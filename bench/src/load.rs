@@ -22,11 +22,12 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::ClientConfig;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsConnector;
 
+use crate::results::{Loop, Run};
 use crate::stats::Summary;
 
 /// No request waits longer than this for its answer.
@@ -36,7 +37,7 @@ pub const MAX_IN_FLIGHT: usize = 20_000;
 /// Closed loop: at most this many requests per run, whatever the duration.
 pub const MAX_REQUESTS: u64 = 5_000_000;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 pub enum Proto {
     #[serde(rename = "HTTP/1.1")]
     #[value(name = "h1")]
@@ -167,30 +168,6 @@ pub async fn send(conn: &Conn, target: &Target, proto: Proto) -> anyhow::Result<
     Ok(body)
 }
 
-/// What one run measured.
-#[derive(Clone, Debug, Serialize)]
-pub struct Run {
-    pub proto: Proto,
-    /// `closed` or `open`.
-    pub mode: &'static str,
-    /// Requests per second asked for (open loop), 0 for closed loop.
-    pub rate: u64,
-    pub connections: usize,
-    /// Requests outstanding per connection (closed loop).
-    pub concurrency: usize,
-    pub seconds: f64,
-    pub ok: u64,
-    pub errors: u64,
-    /// Open loop: requests not sent because too many were outstanding.
-    pub dropped: u64,
-    /// Answers per second.
-    pub throughput: f64,
-    pub latency: Summary,
-    pub first_error: Option<String>,
-    /// Connections opened anew during the run (see [`RECONNECTS`]).
-    pub reconnects: u64,
-}
-
 struct Recorder {
     latencies: Mutex<Vec<u64>>,
     ok: AtomicU64,
@@ -284,7 +261,7 @@ pub async fn closed_loop(
     }
     finish(
         proto,
-        "closed",
+        Loop::Closed,
         0,
         conns.len(),
         concurrency,
@@ -378,7 +355,7 @@ pub async fn open_loop(
     let elapsed = start.elapsed();
     finish(
         proto,
-        "open",
+        Loop::Open,
         rate,
         conns.len(),
         1,
@@ -392,7 +369,7 @@ pub async fn open_loop(
 #[allow(clippy::too_many_arguments)]
 fn finish(
     proto: Proto,
-    mode: &'static str,
+    mode: Loop,
     rate: u64,
     connections: usize,
     concurrency: usize,
