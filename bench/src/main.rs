@@ -16,6 +16,7 @@ mod floor;
 mod load;
 mod procfs;
 mod report;
+mod results;
 mod server;
 mod stats;
 mod tlsbench;
@@ -78,7 +79,7 @@ fn main() -> ExitCode {
         Command::Tls(args) => runtime.block_on(tlsbench::run(args)),
         Command::Budget(args) => runtime.block_on(budget::run(args)),
         Command::Cluster(args) => runtime.block_on(cluster::run(args)),
-        Command::Report(args) => report::run(args),
+        Command::Report(args) => report::run(args).map_err(anyhow::Error::from),
         Command::Serve {
             kind,
             pod,

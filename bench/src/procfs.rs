@@ -1,9 +1,9 @@
 //! What a process uses, from /proc: resident memory and CPU time.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// `VmRSS` and `VmHWM` (peak) of a process, in KiB.
-#[derive(Clone, Copy, Debug, Default, Serialize)]
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
 pub struct Memory {
     pub rss_kib: u64,
     pub hwm_kib: u64,
@@ -39,7 +39,7 @@ pub fn cpu_nanos(pid: u32) -> u64 {
 }
 
 /// The machine, for the report: CPU model, cores, memory, kernel, load.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Machine {
     pub cpu: String,
     pub cores: usize,

@@ -6,14 +6,12 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use crate::load::{self, Conn, Proto, Target};
+use crate::procfs;
+use crate::results::{LoadResults, ServerRun};
+use crate::server::{Kind, PodKind, ServerProcess};
 use anyhow::Context;
 use bytes::Bytes;
-use serde::Serialize;
-use serde_json::json;
-
-use crate::load::{self, Conn, Proto, Run, Target};
-use crate::procfs;
-use crate::server::{Kind, PodKind, ServerProcess};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct TlsArgs {
@@ -57,27 +55,6 @@ pub struct LoadArgs {
     /// stall of the machine does not make the figure.
     #[arg(long, default_value_t = 3)]
     pub repeats: usize,
-}
-
-#[derive(Serialize)]
-pub struct Row {
-    server: &'static str,
-    /// CPU time the ceiling burns per answer on top of its canned one (`wi-load budget`).
-    #[serde(skip_serializing_if = "is_zero")]
-    work_us: u64,
-    /// Which repeat of the scenario (0-based).
-    repeat: usize,
-    #[serde(flatten)]
-    run: Run,
-    /// CPU time of the server process per answered request.
-    server_cpu_us_per_request: f64,
-    /// CPU time of the load generator per answered request.
-    client_cpu_us_per_request: f64,
-    server_memory: procfs::Memory,
-}
-
-fn is_zero(n: &u64) -> bool {
-    *n == 0
 }
 
 /// One server to measure: what it answers with, and the CPU time its ceiling adds.
@@ -193,7 +170,7 @@ impl Bench {
 
     /// Every mode of every protocol, `repeats` times, the servers in turn (their order
     /// reversed every other time).
-    pub async fn measure(&self, load: &LoadArgs, modes: &[Mode]) -> anyhow::Result<Vec<Row>> {
+    pub async fn measure(&self, load: &LoadArgs, modes: &[Mode]) -> anyhow::Result<Vec<ServerRun>> {
         let servers = &self.servers;
         let mut rows = Vec::new();
         let repeats = load.repeats.max(1);
@@ -244,8 +221,8 @@ impl Bench {
                         procfs::cpu_nanos(std::process::id()),
                     );
                     let per = |d: u64| d as f64 / 1e3 / run.ok.max(1) as f64;
-                    let row = Row {
-                        server: server.spec.kind.name(),
+                    let row = ServerRun {
+                        server: server.spec.kind.name().to_owned(),
                         work_us: server.spec.work_us,
                         repeat,
                         server_cpu_us_per_request: per(s1.saturating_sub(s0)),
@@ -291,18 +268,18 @@ impl Bench {
         out: &Path,
         machine: procfs::Machine,
         load: &LoadArgs,
-        rows: Vec<Row>,
+        rows: Vec<ServerRun>,
     ) -> anyhow::Result<()> {
-        let result = json!({
-            "machine": machine,
-            "pod": format!("{:?}", load.pod).to_lowercase(),
-            "request_bytes": self.body.len(),
-            "response_bytes": self.answer.len(),
-            "h1_connections": load.h1_connections,
-            "h2_streams": load.h2_streams,
-            "repeats": load.repeats.max(1),
-            "runs": rows,
-        });
+        let result = LoadResults {
+            machine: Some(machine),
+            pod: format!("{:?}", load.pod).to_lowercase(),
+            request_bytes: self.body.len(),
+            response_bytes: self.answer.len(),
+            h1_connections: load.h1_connections,
+            h2_streams: load.h2_streams,
+            repeats: load.repeats.max(1),
+            runs: rows,
+        };
         if let Some(parent) = out.parent() {
             std::fs::create_dir_all(parent)?;
         }

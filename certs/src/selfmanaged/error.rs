@@ -1,8 +1,8 @@
 //! What stops the self-managed mode: bad settings at start-up, or a round that cannot
 //! read, create or use the Secret (at start-up fatal, in the loop retried).
 
-use super::{MaterialError, SettingsError};
-use crate::GenerateError;
+use super::SettingsError;
+use crate::{CA_CERT_FILE, CA_KEY_FILE, CertificateError, GenerateError, LoadError, TLS_CERT_FILE};
 
 /// Every error names what it was about. Causes are part of the message and not chained:
 /// the loop logs errors with their message only.
@@ -26,6 +26,50 @@ pub enum Error {
     Start(Box<Error>),
 }
 
+/// Why the Secret cannot be used. Every message names the Secret and the key.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{secret}: {problem}; fix it, or delete the Secret to have a new CA and certificate created (the caBundle is rewritten)"
+)]
+pub struct MaterialError {
+    pub secret: String,
+    pub problem: Problem,
+}
+
+/// What is wrong in the Secret, naming the key.
+#[derive(Debug, thiserror::Error)]
+pub enum Problem {
+    #[error("no {key}")]
+    Missing { key: &'static str },
+    #[error("{key}: malformed PEM: {error}")]
+    MalformedPem {
+        key: &'static str,
+        error: rustls::pki_types::pem::Error,
+    },
+    #[error(
+        "{} holds {certificates} certificate(s) and {} {keys} key(s); they must pair up, in \
+         the same order",
+        CA_CERT_FILE,
+        CA_KEY_FILE
+    )]
+    Unpaired { certificates: usize, keys: usize },
+    #[error("{}: key #{index}: {error}", CA_KEY_FILE)]
+    CaKey { index: usize, error: rcgen::Error },
+    #[error(
+        "{} certificate #{index} and {} key #{index}: {error}",
+        CA_CERT_FILE,
+        CA_KEY_FILE
+    )]
+    CaPair { index: usize, error: GenerateError },
+    #[error("{}: {error}", CA_CERT_FILE)]
+    Ca { error: GenerateError },
+    /// The serving certificate and its key (the message names the key).
+    #[error("{0}")]
+    Leaf(LoadError),
+    #[error("{}: {error}", TLS_CERT_FILE)]
+    LeafCertificate { error: CertificateError },
+}
+
 #[cfg(test)]
 mod tests {
     use std::error::Error as _;
@@ -36,7 +80,7 @@ mod tests {
     fn a_start_up_failure_reads_as_one_message() {
         let error = Error::Start(Box::new(Error::Material(MaterialError {
             secret: "Secret ns/tls".into(),
-            problem: "no ca.key".into(),
+            problem: Problem::Missing { key: CA_KEY_FILE },
         })));
         assert_eq!(
             error.to_string(),

@@ -41,10 +41,10 @@ mod test_support;
 
 pub use ca::CaCert;
 pub use ca_bundle::{BundleState, same_bundle, sync_bundles};
-pub use error::Error;
+pub use error::{Error, MaterialError, Problem};
 pub use manager::{Manager, create_or_read};
 pub use plan::{Plan, next_due, plan};
-pub use secret::{Material, MaterialError, Parsed};
+pub use secret::{Material, Parsed};
 pub use settings::{MAX_OVERLAP, Settings, SettingsError};
 
 /// Annotation of the Secret: when the last CA rollover step happened (RFC 3339). Present only

@@ -12,7 +12,9 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use time::OffsetDateTime;
 
-use super::{CaCert, MANAGED_BY, MANAGED_BY_LABEL, ROLLOVER_ANNOTATION, Settings};
+use super::{
+    CaCert, MANAGED_BY, MANAGED_BY_LABEL, MaterialError, Problem, ROLLOVER_ANNOTATION, Settings,
+};
 use crate::{
     CA_CERT_FILE, CA_KEY_FILE, Ca, GenerateError, LoadedPair, Pem, TLS_CERT_FILE, TLS_KEY_FILE,
     parse_pair, rfc3339,
@@ -37,16 +39,6 @@ pub struct Parsed {
     pub leaf_issuer: Option<usize>,
     pub leaf_dns: Vec<String>,
     pub leaf_ips: Vec<IpAddr>,
-}
-
-/// Why the Secret cannot be used. Every message names the Secret and the key.
-#[derive(Debug, thiserror::Error)]
-#[error(
-    "{secret}: {problem}; fix it, or delete the Secret to have a new CA and certificate created (the caBundle is rewritten)"
-)]
-pub struct MaterialError {
-    pub secret: String,
-    pub problem: String,
 }
 
 impl Material {
@@ -128,42 +120,47 @@ impl Material {
     /// Reads and checks the Secret: every CA with its key, the serving certificate with its
     /// key. Validity in time is not checked here (renewing is the webhook's job).
     pub fn parse(secret: &Secret, label: &str) -> Result<Parsed, MaterialError> {
-        let err = |problem: String| MaterialError {
+        let err = |problem: Problem| MaterialError {
             secret: label.to_owned(),
             problem,
         };
         let empty = BTreeMap::new();
         let data = secret.data.as_ref().unwrap_or(&empty);
-        let get = |key: &str| {
+        let get = |key: &'static str| {
             data.get(key)
                 .map(|b| b.0.as_slice())
                 .filter(|b| !b.is_empty())
-                .ok_or_else(|| err(format!("no {key}")))
+                .ok_or_else(|| err(Problem::Missing { key }))
         };
         let ca_certs = CertificateDer::pem_slice_iter(get(CA_CERT_FILE)?)
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| err(format!("{CA_CERT_FILE}: malformed PEM: {e}")))?;
+            .map_err(|error| {
+                err(Problem::MalformedPem {
+                    key: CA_CERT_FILE,
+                    error,
+                })
+            })?;
         let ca_keys = PrivateKeyDer::pem_slice_iter(get(CA_KEY_FILE)?)
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| err(format!("{CA_KEY_FILE}: malformed PEM: {e}")))?;
+            .map_err(|error| {
+                err(Problem::MalformedPem {
+                    key: CA_KEY_FILE,
+                    error,
+                })
+            })?;
         if ca_certs.is_empty() || ca_certs.len() != ca_keys.len() {
-            return Err(err(format!(
-                "{CA_CERT_FILE} holds {} certificate(s) and {CA_KEY_FILE} {} key(s); they must \
-                 pair up, in the same order",
-                ca_certs.len(),
-                ca_keys.len()
-            )));
+            return Err(err(Problem::Unpaired {
+                certificates: ca_certs.len(),
+                keys: ca_keys.len(),
+            }));
         }
         let mut cas = Vec::with_capacity(ca_certs.len());
         for (index, (der, key)) in ca_certs.iter().zip(&ca_keys).enumerate() {
-            let key = KeyPair::try_from(key)
-                .map_err(|e| err(format!("{CA_KEY_FILE}: key #{index}: {e}")))?;
-            let ca = Ca::from_der(der, key).map_err(|e| {
-                err(format!(
-                    "{CA_CERT_FILE} certificate #{index} and {CA_KEY_FILE} key #{index}: {e}"
-                ))
-            })?;
-            cas.push(CaCert::new(ca).map_err(|e| err(format!("{CA_CERT_FILE}: {e}")))?);
+            let key =
+                KeyPair::try_from(key).map_err(|error| err(Problem::CaKey { index, error }))?;
+            let ca =
+                Ca::from_der(der, key).map_err(|error| err(Problem::CaPair { index, error }))?;
+            cas.push(CaCert::new(ca).map_err(|error| err(Problem::Ca { error }))?);
         }
 
         let leaf_cert = get(TLS_CERT_FILE)?;
@@ -174,9 +171,12 @@ impl Material {
             std::path::Path::new(TLS_CERT_FILE),
             std::path::Path::new(TLS_KEY_FILE),
         )
-        .map_err(|e| err(e.to_string()))?;
-        let (_, leaf) = x509_parser::parse_x509_certificate(&pair.chain[0])
-            .map_err(|e| err(format!("{TLS_CERT_FILE}: {e}")))?;
+        .map_err(|error| err(Problem::Leaf(error)))?;
+        let (_, leaf) = x509_parser::parse_x509_certificate(&pair.chain[0]).map_err(|error| {
+            err(Problem::LeafCertificate {
+                error: error.into(),
+            })
+        })?;
         let leaf_issuer = cas.iter().position(|ca| {
             x509_parser::parse_x509_certificate(&ca.der)
                 .is_ok_and(|(_, ca)| leaf.verify_signature(Some(ca.public_key())).is_ok())
@@ -239,8 +239,8 @@ pub(super) fn is_blank(secret: &Secret) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::selfmanaged::plan;
     use crate::selfmanaged::test_support::{parse, settings};
+    use crate::selfmanaged::{Problem, plan};
 
     #[test]
     fn fresh_material_round_trips_through_the_secret() {
@@ -290,8 +290,26 @@ mod tests {
         assert!(e.contains("tls.crt"), "{e}");
         let two = format!("{}{}", a.cas[0].pem().cert, b.cas[0].pem().cert);
         let e = with(CA_CERT_FILE, &two);
+        assert_eq!(
+            e,
+            format!(
+                "{label}: ca.crt holds 2 certificate(s) and ca.key 1 key(s); they must pair up, \
+                 in the same order; fix it, or delete the Secret to have a new CA and certificate \
+                 created (the caBundle is rewritten)"
+            )
+        );
+        // The cause is kept, typed.
+        let mut secret = a.to_secret(&s);
+        secret.data.as_mut().unwrap().insert(
+            TLS_KEY_FILE.into(),
+            ByteString(b.leaf.key.clone().into_bytes()),
+        );
+        let e = Material::parse(&secret, label).unwrap_err();
         assert!(
-            e.contains("2 certificate(s)") && e.contains("1 key(s)"),
+            matches!(
+                e.problem,
+                Problem::Leaf(crate::LoadError::KeyMismatch { .. })
+            ),
             "{e}"
         );
 

@@ -1,195 +1,20 @@
-//! The load generator: keep-alive HTTP/1.1 or HTTP/2 connections over TLS (hyper's client
-//! over tokio-rustls, as the API server keeps its webhook connections open), driven
-//! closed-loop (as fast as answers come back) or open-loop at a fixed rate.
-//!
-//! Open-loop latency is measured from each request's *scheduled* send time, not from when it
-//! was actually sent: a stalled server delays every request queued behind it, and those
-//! delays count (no coordinated omission). Sends are paced by a dedicated thread with a 1 µs
-//! timer slack, not by the async runtime's millisecond timer.
-//!
-//! Every loop is bounded by a duration and a request count, and every request by a timeout.
+//! The two ways of driving a server: closed loop (each request sent as soon as the previous
+//! answer arrived) and open loop (requests due at a fixed rate, paced by a thread of their
+//! own), each recording every answer's latency and the first error.
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
 use bytes::Bytes;
-use http::{Request, StatusCode, header};
-use http_body_util::{BodyExt, Full};
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use rustls::ClientConfig;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
-use serde::Serialize;
-use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
-use tokio_rustls::TlsConnector;
 
+use super::{
+    Conn, Error, MAX_IN_FLIGHT, MAX_REQUESTS, Proto, RECONNECTS, REQUEST_TIMEOUT, Target, chain,
+    send,
+};
+use crate::results::{Loop, Run};
 use crate::stats::Summary;
-
-/// No request waits longer than this for its answer.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-/// Open loop: at most this many requests outstanding; later ones are counted as dropped.
-pub const MAX_IN_FLIGHT: usize = 20_000;
-/// Closed loop: at most this many requests per run, whatever the duration.
-pub const MAX_REQUESTS: u64 = 5_000_000;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
-pub enum Proto {
-    #[serde(rename = "HTTP/1.1")]
-    #[value(name = "h1")]
-    H1,
-    #[serde(rename = "HTTP/2")]
-    #[value(name = "h2")]
-    H2,
-}
-
-impl Proto {
-    pub fn label(self) -> &'static str {
-        match self {
-            Proto::H1 => "HTTP/1.1",
-            Proto::H2 => "HTTP/2",
-        }
-    }
-}
-
-/// Where requests go and what they carry.
-#[derive(Clone)]
-pub struct Target {
-    pub addr: SocketAddr,
-    pub tls: Arc<ClientConfig>,
-    pub path: String,
-    pub body: Bytes,
-}
-
-/// A client configuration trusting only `ca_pem`, TLS 1.3, with the ALPN of `proto`.
-pub fn client_config(ca_pem: &str, proto: Proto) -> anyhow::Result<ClientConfig> {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
-        roots.add(cert.context("CA PEM")?)?;
-    }
-    let mut config =
-        ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_protocol_versions(&[&rustls::version::TLS13])?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-    config.alpn_protocols = vec![match proto {
-        Proto::H1 => b"http/1.1".to_vec(),
-        Proto::H2 => b"h2".to_vec(),
-    }];
-    Ok(config)
-}
-
-/// One open connection.
-#[derive(Clone)]
-pub enum Conn {
-    H1(Arc<tokio::sync::Mutex<hyper::client::conn::http1::SendRequest<Full<Bytes>>>>),
-    H2(hyper::client::conn::http2::SendRequest<Full<Bytes>>),
-}
-
-pub async fn connect(target: &Target, proto: Proto) -> anyhow::Result<Conn> {
-    let tcp = TcpStream::connect(target.addr)
-        .await
-        .with_context(|| format!("connecting to {}", target.addr))?;
-    tcp.set_nodelay(true)?;
-    let name = ServerName::IpAddress(target.addr.ip().into());
-    let tls = TlsConnector::from(target.tls.clone())
-        .connect(name, tcp)
-        .await
-        .context("TLS handshake")?;
-    let io = TokioIo::new(tls);
-    Ok(match proto {
-        Proto::H1 => {
-            let (sender, conn) = hyper::client::conn::http1::handshake(io).await?;
-            tokio::spawn(conn);
-            Conn::H1(Arc::new(tokio::sync::Mutex::new(sender)))
-        }
-        Proto::H2 => {
-            let (sender, conn) =
-                hyper::client::conn::http2::handshake(TokioExecutor::new(), io).await?;
-            tokio::spawn(conn);
-            Conn::H2(sender)
-        }
-    })
-}
-
-fn request(target: &Target, proto: Proto) -> Request<Full<Bytes>> {
-    let uri = match proto {
-        Proto::H1 => target.path.clone(),
-        Proto::H2 => format!("https://{}{}", target.addr, target.path),
-    };
-    Request::post(uri)
-        .header(header::HOST, target.addr.to_string())
-        .header(header::CONTENT_TYPE, "application/json")
-        .header(header::ACCEPT, "application/json")
-        .body(Full::new(target.body.clone()))
-        .expect("a valid request")
-}
-
-/// Keep-alive connections the server had closed, opened anew before a request (the server
-/// closes HTTP/1.1 connections idle for longer than its header read timeout). The new
-/// handshake counts in that request's latency, as it would for the API server.
-pub static RECONNECTS: AtomicU64 = AtomicU64::new(0);
-
-/// One request on `conn`: the answer's body, or why there is none.
-pub async fn send(conn: &Conn, target: &Target, proto: Proto) -> anyhow::Result<Bytes> {
-    let req = request(target, proto);
-    let resp = match conn {
-        Conn::H1(sender) => {
-            let mut sender = sender.lock().await;
-            if sender.is_closed() {
-                RECONNECTS.fetch_add(1, Ordering::Relaxed);
-                match connect(target, proto).await? {
-                    Conn::H1(fresh) => {
-                        let fresh = Arc::try_unwrap(fresh)
-                            .map_err(|_| anyhow::anyhow!("a new connection is not shared"))?;
-                        *sender = fresh.into_inner();
-                    }
-                    Conn::H2(_) => bail!("HTTP/1.1 asked, HTTP/2 connected"),
-                }
-            }
-            sender.ready().await?;
-            sender.send_request(req).await?
-        }
-        Conn::H2(sender) => {
-            let mut sender = sender.clone();
-            sender.ready().await?;
-            sender.send_request(req).await?
-        }
-    };
-    let status = resp.status();
-    let body = resp.into_body().collect().await?.to_bytes();
-    if status != StatusCode::OK {
-        bail!("status {status}: {}", String::from_utf8_lossy(&body));
-    }
-    Ok(body)
-}
-
-/// What one run measured.
-#[derive(Clone, Debug, Serialize)]
-pub struct Run {
-    pub proto: Proto,
-    /// `closed` or `open`.
-    pub mode: &'static str,
-    /// Requests per second asked for (open loop), 0 for closed loop.
-    pub rate: u64,
-    pub connections: usize,
-    /// Requests outstanding per connection (closed loop).
-    pub concurrency: usize,
-    pub seconds: f64,
-    pub ok: u64,
-    pub errors: u64,
-    /// Open loop: requests not sent because too many were outstanding.
-    pub dropped: u64,
-    /// Answers per second.
-    pub throughput: f64,
-    pub latency: Summary,
-    pub first_error: Option<String>,
-    /// Connections opened anew during the run (see [`RECONNECTS`]).
-    pub reconnects: u64,
-}
 
 struct Recorder {
     latencies: Mutex<Vec<u64>>,
@@ -208,7 +33,7 @@ impl Recorder {
         })
     }
 
-    fn record(&self, result: anyhow::Result<Bytes>, latency: Duration) {
+    fn record(&self, result: Result<Bytes, Error>, latency: Duration) {
         match result {
             Ok(_) => {
                 self.ok.fetch_add(1, Ordering::Relaxed);
@@ -221,27 +46,18 @@ impl Recorder {
                 self.errors.fetch_add(1, Ordering::Relaxed);
                 let mut first = self.first_error.lock().expect("recorder");
                 if first.is_none() {
-                    *first = Some(format!("{e:#}"));
+                    *first = Some(chain(&e));
                 }
             }
         }
     }
 }
 
-async fn timed(conn: &Conn, target: &Target, proto: Proto) -> anyhow::Result<Bytes> {
+async fn timed(conn: &Conn, target: &Target, proto: Proto) -> Result<Bytes, Error> {
     match tokio::time::timeout(REQUEST_TIMEOUT, send(conn, target, proto)).await {
         Ok(r) => r,
-        Err(_) => bail!("no answer within {REQUEST_TIMEOUT:?}"),
+        Err(_) => Err(Error::Timeout(REQUEST_TIMEOUT)),
     }
-}
-
-/// Opens `n` connections.
-pub async fn open(target: &Target, proto: Proto, n: usize) -> anyhow::Result<Vec<Conn>> {
-    let mut conns = Vec::with_capacity(n);
-    for _ in 0..n {
-        conns.push(connect(target, proto).await?);
-    }
-    Ok(conns)
 }
 
 /// Closed loop: `concurrency` requests outstanding on each connection, each sent as soon as
@@ -284,7 +100,7 @@ pub async fn closed_loop(
     }
     finish(
         proto,
-        "closed",
+        Loop::Closed,
         0,
         conns.len(),
         concurrency,
@@ -378,7 +194,7 @@ pub async fn open_loop(
     let elapsed = start.elapsed();
     finish(
         proto,
-        "open",
+        Loop::Open,
         rate,
         conns.len(),
         1,
@@ -392,7 +208,7 @@ pub async fn open_loop(
 #[allow(clippy::too_many_arguments)]
 fn finish(
     proto: Proto,
-    mode: &'static str,
+    mode: Loop,
     rate: u64,
     connections: usize,
     concurrency: usize,
