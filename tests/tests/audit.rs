@@ -69,6 +69,25 @@ spec:
         )
         .await
         .unwrap();
+    // A ReplicationController is a workload like a Deployment (no pods wanted from it).
+    cluster
+        .apply_yaml(
+            &n,
+            r#"apiVersion: v1
+kind: ReplicationController
+metadata: {name: legacy-rc}
+spec:
+  replicas: 0
+  selector: {app: legacy-rc}
+  template:
+    metadata: {labels: {app: legacy-rc, azure.workload.identity/use: "true"}}
+    spec:
+      serviceAccountName: agent
+      containers: [{name: agent, image: x}]
+"#,
+        )
+        .await
+        .unwrap();
     // Both pods exist (the ReplicaSet controller made them) before the pool.
     poll("two legacy pods", Duration::from_secs(30), || async {
         let pods = cluster
@@ -137,7 +156,7 @@ spec:
         .iter()
         .map(|f| f["kind"].as_str().unwrap())
         .collect();
-    for kind in ["Pod", "Deployment", "ReplicaSet"] {
+    for kind in ["Pod", "Deployment", "ReplicaSet", "ReplicationController"] {
         assert!(kinds.contains(&kind), "no {kind} finding: {kinds:?}");
     }
     assert_eq!(

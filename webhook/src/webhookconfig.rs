@@ -10,8 +10,8 @@
 //!   use the pool's identity anyway (its federated credential trusts only the pool's
 //!   namespace and ServiceAccount), so a webhook outage must not stop every pod everywhere;
 //!   `ephemeral-containers.wi-webhook.dev` (`kubectl debug`), fail closed;
-//!   `workloads.wi-webhook.dev` (Deployment, StatefulSet, DaemonSet, ReplicaSet, Job,
-//!   CronJob CREATE/UPDATE) with failurePolicy Ignore: it only gives early feedback, the pods
+//!   `workloads.wi-webhook.dev` (CREATE/UPDATE of every kind in `workloads::WORKLOADS`)
+//!   with failurePolicy Ignore: it only gives early feedback, the pods
 //!   are checked anyway, so a webhook outage must not block every rollout in the cluster;
 //!   `agentpools.wi-webhook.dev` (conflicting AgentPools), fail closed.
 //!
@@ -28,6 +28,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
 };
 
 use crate::keys;
+use crate::workloads::WORKLOADS;
 
 pub const CONFIGURATION_NAME: &str = "wi-webhook";
 
@@ -126,7 +127,7 @@ fn use_label(operator: &str) -> LabelSelector {
         match_expressions: Some(vec![requirement(
             keys::USE_LABEL,
             operator,
-            vec!["true".into()],
+            vec![keys::USE_VALUE.into()],
         )]),
         match_labels: None,
     }
@@ -155,6 +156,25 @@ pub fn mutating(o: &Options) -> MutatingWebhookConfiguration {
     }
 }
 
+/// One rule per API group of the workload kinds, in the table's order.
+fn workload_rules() -> Vec<RuleWithOperations> {
+    let mut rules: Vec<RuleWithOperations> = Vec::new();
+    for w in &WORKLOADS {
+        let same_group = |r: &&mut RuleWithOperations| {
+            r.api_groups.as_deref() == Some(&[w.group.to_string()][..])
+                && r.api_versions.as_deref() == Some(&[w.version.to_string()][..])
+        };
+        match rules.iter_mut().find(same_group) {
+            Some(r) => r.resources.get_or_insert_default().push(w.plural.into()),
+            None => rules.push(RuleWithOperations {
+                api_versions: Some(vec![w.version.into()]),
+                ..rule(&[w.group], &[w.plural], &["CREATE", "UPDATE"], "Namespaced")
+            }),
+        }
+    }
+    rules
+}
+
 pub fn validating(o: &Options) -> ValidatingWebhookConfiguration {
     let pods = |name: &str, rules, object_selector| ValidatingWebhook {
         name: name.into(),
@@ -169,24 +189,7 @@ pub fn validating(o: &Options) -> ValidatingWebhookConfiguration {
         timeout_seconds: Some(o.timeout_seconds),
         ..ValidatingWebhook::default()
     };
-    let mut workloads = pods(
-        "workloads.wi-webhook.dev",
-        vec![
-            rule(
-                &["apps"],
-                &["deployments", "statefulsets", "daemonsets", "replicasets"],
-                &["CREATE", "UPDATE"],
-                "Namespaced",
-            ),
-            rule(
-                &["batch"],
-                &["jobs", "cronjobs"],
-                &["CREATE", "UPDATE"],
-                "Namespaced",
-            ),
-        ],
-        None,
-    );
+    let mut workloads = pods("workloads.wi-webhook.dev", workload_rules(), None);
     workloads.failure_policy = Some("Ignore".into());
     let mut pools = pods(
         "agentpools.wi-webhook.dev",

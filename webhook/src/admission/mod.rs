@@ -7,6 +7,7 @@
 //! `validate` for the pool policy on everything else (unlabelled pods, ephemeral containers,
 //! workload templates, AgentPools themselves).
 
+mod decide;
 mod envelope;
 pub mod raw;
 mod validate;
@@ -20,11 +21,11 @@ use thiserror::Error;
 
 use crate::config::MutationConfig;
 use crate::denial::Denial;
-use crate::keys;
 use crate::mutation::{self, Context};
-use crate::pod::{PodView, display_name};
+use crate::pod::PodView;
 use crate::policy::{self, Policy, Subject, Verdict, Violation};
 use crate::serviceaccounts::{SaAnnotations, SaMeta, ServiceAccounts, annotations};
+use crate::workloads::Target;
 pub use raw::{PodObject, RawObject, Unread};
 
 /// A body the webhook cannot answer with an AdmissionReview: rendered as HTTP 400.
@@ -218,17 +219,16 @@ impl Admitter {
             .object
             .as_ref()
             .ok_or_else(|| BadReview("CREATE of a Pod without request.object".into()))?;
-        let namespace = namespace_of(req, object);
-        let object = &object.0;
-        if namespace.is_empty() {
+        let target = Target::of("", "Pod", &object.0.raw, namespace_of(req, object), "")
+            .expect("a Pod is a target");
+        if target.namespace.is_empty() {
             return Err(BadReview("Pod request has no namespace".into()));
         }
-        outcome.namespace = namespace.to_string();
-        let display = display_name(&object.raw, namespace);
-        outcome.name = display
-            .rsplit_once('/')
-            .map_or(String::new(), |(_, n)| n.to_string());
-        let decision = self.mutate_pod(&object.raw, namespace, &display).await;
+        outcome.namespace = target.namespace.clone();
+        outcome.name = target.name.clone();
+        let decision = self
+            .mutate_pod(&object.0.raw, &target.namespace, &target.display)
+            .await;
         finish(req, &mut outcome, decision);
         Ok(outcome)
     }
@@ -298,7 +298,7 @@ impl Admitter {
         let view = PodView::new(pod, display)?;
         // The webhook configuration selects on this label; checking it here too means a
         // configuration without the objectSelector cannot inject into every pod.
-        if view.label(keys::USE_LABEL) != Some("true") {
+        if !view.selected_for_injection() {
             return Ok(mutation::Patch::default());
         }
         let sa_name = view.service_account()?;

@@ -13,7 +13,7 @@ use crate::pod::{PodView, display_name};
 use crate::policy::crd::{AgentPool, GROUP};
 use crate::policy::{self, Pool, PoolIndex, rules};
 use crate::serviceaccounts::annotations;
-use crate::workloads::template_pointer;
+use crate::workloads::{Target, workload_of};
 
 impl Admitter {
     /// Answers one AdmissionReview body sent to `/validate`.
@@ -46,18 +46,17 @@ impl Admitter {
                 self.check_pod(&object.raw, Some(old), &namespace, &display)
                     .await
             }
-            ("apps" | "batch", _, None, _) => match template_pointer(kind) {
-                Some(pointer) if group == expected_group(kind) => {
-                    let display = format!("{namespace}/{} ({kind} pod template)", req.name);
-                    match object.raw.pointer(pointer) {
-                        Some(template) => {
-                            self.check_pod(template, None, &namespace, &display).await
-                        }
-                        None => return Ok(outcome),
+            (_, _, None, _) if workload_of(group, kind).is_some() => {
+                let target = Target::of(group, kind, &object.raw, &namespace, "")
+                    .expect("a workload is a target");
+                match object.raw.pointer(target.pod_pointer()) {
+                    Some(template) => {
+                        self.check_pod(template, None, &namespace, &target.display)
+                            .await
                     }
+                    None => return Ok(outcome),
                 }
-                _ => return Ok(outcome),
-            },
+            }
             (GROUP, "AgentPool", None, _) => self.check_agent_pool(&object.raw).await,
             _ => return Ok(outcome),
         };
@@ -70,7 +69,7 @@ impl Admitter {
 
     /// The pool checks of a pod or pod template; `old` is given for an ephemeral-container
     /// update (the pod before it).
-    async fn check_pod(
+    pub(super) async fn check_pod(
         &self,
         pod: &Value,
         old: Option<Option<&Value>>,
@@ -160,13 +159,5 @@ impl Admitter {
             });
         }
         decision
-    }
-}
-
-/// The API group each workload kind lives in.
-fn expected_group(kind: &str) -> &'static str {
-    match kind {
-        "Job" | "CronJob" => "batch",
-        _ => "apps",
     }
 }

@@ -15,6 +15,7 @@ use crate::inputs;
 use crate::offline::ClusterState;
 use crate::policy::crd::AgentPool;
 use crate::policy::{Policy, Pool};
+use crate::workloads::Target;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Output {
@@ -106,11 +107,7 @@ pub fn audit_files(args: &AuditArgs) -> Run {
         Ok(s) => s,
         Err(e) => return fail(&e),
     };
-    let auditor = Auditor {
-        policy: state.policy,
-        accounts: state.accounts,
-        config: config(args),
-    };
+    let auditor = Auditor::new(state, config(args));
     let findings: Vec<Finding> = docs
         .iter()
         .flat_map(|d| auditor.audit(&d.value, &d.source, default_namespace))
@@ -142,16 +139,14 @@ fn finish(output: Output, findings: Vec<Finding>, stderr: String, timestamp: i64
     }
 }
 
-/// The kinds an audit lists: Pods and every workload with a pod template.
-const KINDS: [(&str, &str, &str, &str); 7] = [
-    ("", "v1", "Pod", "pods"),
-    ("apps", "v1", "Deployment", "deployments"),
-    ("apps", "v1", "StatefulSet", "statefulsets"),
-    ("apps", "v1", "DaemonSet", "daemonsets"),
-    ("apps", "v1", "ReplicaSet", "replicasets"),
-    ("batch", "v1", "Job", "jobs"),
-    ("batch", "v1", "CronJob", "cronjobs"),
-];
+/// What an audit lists: Pods, then every workload kind.
+fn kinds() -> impl Iterator<Item = (&'static str, &'static str, &'static str, &'static str)> {
+    std::iter::once(("", "v1", "Pod", "pods")).chain(
+        crate::workloads::WORKLOADS
+            .iter()
+            .map(|w| (w.group, w.version, w.kind, w.plural)),
+    )
+}
 
 async fn audit_cluster(args: &AuditArgs) -> Run {
     match audit_cluster_inner(args).await {
@@ -180,15 +175,15 @@ async fn audit_cluster_inner(args: &AuditArgs) -> anyhow::Result<Run> {
         None => Api::all(client.clone()),
     };
     let accounts = list_all(sa_api, &params, "ServiceAccounts").await?;
-    let auditor = Auditor {
+    let state = ClusterState {
         policy: Policy::of(&pools),
         accounts: crate::serviceaccounts::store_of_meta(accounts),
-        config: config(args),
     };
+    let auditor = Auditor::new(state, config(args));
 
     // Pods and workloads, page by page: only findings are kept.
     let mut findings = Vec::new();
-    for (group, version, kind, plural) in KINDS {
+    for (group, version, kind, plural) in kinds() {
         let resource = ApiResource {
             group: group.into(),
             version: version.into(),
@@ -212,7 +207,9 @@ async fn audit_cluster_inner(args: &AuditArgs) -> anyhow::Result<Run> {
                 let mut value = serde_json::to_value(object)?;
                 value["apiVersion"] = resource.api_version.clone().into();
                 value["kind"] = kind.into();
-                findings.extend(auditor.audit(&value, "cluster", "default"));
+                let target = Target::of(group, kind, &value, "", "default")
+                    .expect("every listed kind is a target");
+                findings.extend(auditor.audit_target(&target, &value, "cluster"));
             }
             seen += page.items.len();
             eprint!(
