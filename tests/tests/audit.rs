@@ -23,6 +23,8 @@ async fn audit(kubeconfig: &Path, args: &[&str]) -> (String, String, i32) {
     let out = tokio::process::Command::new(binary())
         .arg("audit")
         .arg("--cluster")
+        // The tenant the test control plane's webhook runs with (tests/cluster/run.sh).
+        .args(["--tenant-id", "00000000-0000-0000-0000-000000000000"])
         .args(args)
         .env("KUBECONFIG", kubeconfig)
         .output()

@@ -50,9 +50,10 @@ pub struct AuditArgs {
     #[arg(short, long, value_enum, default_value = "table")]
     pub output: Output,
 
-    /// The webhook's tenant, for checking AZURE_TENANT_ID overrides in pools without one.
-    #[arg(long, env = "AZURE_TENANT_ID", default_value = "")]
-    pub tenant_id: String,
+    /// The webhook's tenant (the one `serve` runs with), for checking AZURE_TENANT_ID in
+    /// pools without one: injected pods carry it. Required.
+    #[arg(long, env = "AZURE_TENANT_ID", value_name = "ID")]
+    pub tenant_id: Option<String>,
 
     /// The webhook's token mount path, for checking AZURE_FEDERATED_TOKEN_FILE overrides.
     #[arg(long, env = "WI_TOKEN_MOUNT_PATH", default_value = crate::config::DEFAULT_MOUNT_PATH)]
@@ -85,8 +86,20 @@ pub async fn run(args: AuditArgs) -> ExitCode {
     ExitCode::from(result.code)
 }
 
+/// The webhook's tenant: without it every injected pod of a pool without a tenantId would be
+/// reported for its AZURE_TENANT_ID, so the audit refuses to guess.
+fn tenant(args: &AuditArgs) -> Result<&str, &'static str> {
+    match args.tenant_id.as_deref().map(str::trim) {
+        Some(t) if !t.is_empty() => Ok(t),
+        _ => Err(
+            "the webhook's tenant is required: pass --tenant-id or set AZURE_TENANT_ID to the \
+             value `wi-webhook serve` runs with (injected pods carry it as AZURE_TENANT_ID)",
+        ),
+    }
+}
+
 fn config(args: &AuditArgs) -> MutationConfig {
-    let mut config = MutationConfig::new(args.tenant_id.clone());
+    let mut config = MutationConfig::new(tenant(args).unwrap_or_default());
     config.mount_path = args.token_mount_path.clone();
     config
 }
@@ -107,6 +120,9 @@ pub fn audit_files(args: &AuditArgs) -> Run {
         Ok(s) => s,
         Err(e) => return fail(&e),
     };
+    if let Err(e) = tenant(args) {
+        return fail(&e);
+    }
     let auditor = Auditor::new(state, config(args));
     let findings: Vec<Finding> = docs
         .iter()
@@ -160,6 +176,7 @@ async fn audit_cluster(args: &AuditArgs) -> Run {
 }
 
 async fn audit_cluster_inner(args: &AuditArgs) -> anyhow::Result<Run> {
+    tenant(args).map_err(anyhow::Error::msg)?;
     let client = super::serve::client(args.kubeconfig.as_deref()).await?;
     let ns = args.namespace.as_deref();
     let params = ListParams::default().limit(args.page_size);
