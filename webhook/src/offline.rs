@@ -53,15 +53,23 @@ impl ClusterState {
                 .get_or_insert_with(|| default_namespace.to_string());
             accounts.push(sa);
         }
-        let mut pools = Vec::new();
+        let mut pools: Vec<(Pool, &str)> = Vec::new();
         for d in docs.iter().filter(|d| kind(&d.value) == "AgentPool") {
             let pool: AgentPool = serde_json::from_value(d.value.clone())
                 .map_err(|e| format!("{}: not an AgentPool: {e}", d.source))?;
-            pools.push(
-                Pool::from_resource(&pool)
-                    .ok_or_else(|| format!("{}: AgentPool without metadata.name", d.source))?,
-            );
+            let pool = Pool::from_resource(&pool)
+                .ok_or_else(|| format!("{}: AgentPool without metadata.name", d.source))?;
+            // A cluster holds one AgentPool of a name: two are a mistake to name, not to
+            // settle by input order.
+            if let Some((_, first)) = pools.iter().find(|(p, _)| p.name == pool.name) {
+                return Err(format!(
+                    "AgentPool {} is defined twice, in {first} and {}; keep one of them",
+                    pool.name, d.source
+                ));
+            }
+            pools.push((pool, &d.source));
         }
+        let pools: Vec<Pool> = pools.into_iter().map(|(p, _)| p).collect();
         Ok(ClusterState {
             accounts: store_of(accounts),
             policy: Policy::of(&pools),

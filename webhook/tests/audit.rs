@@ -162,6 +162,61 @@ fn unreadable_input_exits_2_naming_file_and_line() {
 }
 
 #[test]
+fn two_agent_pools_of_one_name_are_unreadable_input_naming_both_documents() {
+    let dir = tempfile::tempdir().unwrap();
+    let pool = |team: &str| {
+        format!(
+            "apiVersion: wi-webhook.dev/v1alpha1\nkind: AgentPool\nmetadata: {{name: pool-a}}\n\
+             spec: {{team: {team}, identity: {{clientId: aaaaaaaa-0000-0000-0000-000000000001}}, \
+             namespaces: [ado-a], serviceAccounts: [agent]}}\n"
+        )
+    };
+    let first = dir.path().join("pools.yaml");
+    std::fs::write(&first, format!("{}---\n{}", pool("team-a"), pool("team-b"))).unwrap();
+    let (stdout, stderr, code) = binary(
+        &[
+            "audit",
+            "-f",
+            first.to_str().unwrap(),
+            "--tenant-id",
+            TENANT,
+        ],
+        "",
+    );
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stdout.is_empty(), "{stdout}");
+    let name = first.display();
+    assert!(
+        stderr.contains("AgentPool pool-a is defined twice")
+            && stderr.contains(&format!("{name}#1"))
+            && stderr.contains(&format!("{name}#2")),
+        "{stderr}"
+    );
+    // Across files too: `wi-webhook mutate` reads the same state.
+    let second = dir.path().join("more-pools.yaml");
+    std::fs::write(&second, pool("team-b")).unwrap();
+    std::fs::write(&first, pool("team-a")).unwrap();
+    let (_, stderr, code) = binary(
+        &[
+            "mutate",
+            "-f",
+            first.to_str().unwrap(),
+            "-f",
+            second.to_str().unwrap(),
+            "--tenant-id",
+            TENANT,
+        ],
+        "",
+    );
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains(&format!("{}#1", first.display()))
+            && stderr.contains(&format!("{}#1", second.display())),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn without_the_webhooks_tenant_the_audit_refuses_to_guess() {
     let input = std::fs::read_to_string(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/audit/clean/input.yaml"),
