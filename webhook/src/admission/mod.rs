@@ -356,12 +356,13 @@ fn finish<T: Resource>(req: &AdmissionRequest<T>, outcome: &mut Outcome, decisio
             deny(req, &denial)
         }
     };
-    if outcome.decision != Decision::Denied {
-        if !verdict.warnings.is_empty() {
-            response.warnings = Some(verdict.warnings);
-        }
-        response.audit_annotations = verdict.audit_annotations.into_iter().collect();
+    // Also with a denial for something else than the policy (a bad annotation): the pod's
+    // Warn and Audit violations are reported as `wi-webhook mutate` and `audit` report them.
+    // A policy denial has none: it lists every violation in its message.
+    if !verdict.warnings.is_empty() {
+        response.warnings = Some(verdict.warnings);
     }
+    response.audit_annotations = verdict.audit_annotations.into_iter().collect();
     outcome.violations = verdict.violations;
     outcome.review = response.into_review();
 }
