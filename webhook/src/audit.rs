@@ -11,7 +11,7 @@ use crate::config::MutationConfig;
 use crate::offline::ClusterState;
 use crate::pod::PodView;
 use crate::policy::{POLICY_RULE, rules};
-use crate::workloads::Target;
+use crate::workloads::ObjectId;
 
 /// One violation of one object.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -50,7 +50,7 @@ impl Auditor {
     /// The findings of one object of a file (its kind and group from `kind` and `apiVersion`);
     /// none for kinds without a pod template.
     pub fn audit(&self, object: &Value, source: &str, default_namespace: &str) -> Vec<Finding> {
-        match Target::of_document(object, default_namespace) {
+        match ObjectId::of_document(object, default_namespace) {
             Some(target) => self.audit_target(&target, object, source),
             None => Vec::new(),
         }
@@ -59,7 +59,7 @@ impl Auditor {
     /// The findings of one object: every pool violation whatever its enforcement, and
     /// whatever else the cluster would deny it for (a missing ServiceAccount, a bad
     /// annotation), under that denial's own rule id.
-    pub fn audit_target(&self, target: &Target, object: &Value, source: &str) -> Vec<Finding> {
+    pub fn audit_target(&self, target: &ObjectId, object: &Value, source: &str) -> Vec<Finding> {
         let finding =
             |pool: &str, team: &str, rule: &str, enforcement: &str, message: String| Finding {
                 api_version: object

@@ -13,7 +13,7 @@ use crate::inputs::{Document, kind};
 use crate::policy::crd::AgentPool;
 use crate::policy::{Policy, Pool, Violation};
 use crate::serviceaccounts::{ServiceAccounts, store_of};
-use crate::workloads::Target;
+use crate::workloads::ObjectId;
 
 /// The result for one Pod or workload.
 #[derive(Debug)]
@@ -111,7 +111,7 @@ impl Offline {
     pub async fn mutate_all(&self, docs: &[Document]) -> Vec<Mutated> {
         let mut out = Vec::new();
         for doc in docs {
-            let Some(target) = Target::of_document(&doc.value, &self.default_namespace) else {
+            let Some(target) = ObjectId::of_document(&doc.value, &self.default_namespace) else {
                 continue;
             };
             out.push(self.mutate_one(doc, target).await);
@@ -119,7 +119,7 @@ impl Offline {
         out
     }
 
-    async fn mutate_one(&self, doc: &Document, target: Target) -> Mutated {
+    async fn mutate_one(&self, doc: &Document, target: ObjectId) -> Mutated {
         let decision = self.admitter.decide(&target, &doc.value).await;
         let (pointer, display) = (target.pod_pointer(), target.display);
         let mut result = Mutated {

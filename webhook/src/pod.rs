@@ -198,7 +198,7 @@ pub fn bad_type(display: &str, field: &str, expected: &str) -> Denial {
 
 /// `namespace/name` or, for a pod a controller is about to create, `namespace/generateName*`.
 pub fn display_name(pod: &Value, namespace: &str) -> String {
-    crate::workloads::Target::of("", "Pod", pod, namespace, "")
+    crate::workloads::ObjectId::of("", "Pod", pod, namespace, "")
         .expect("a Pod is a target")
         .display
 }

@@ -72,7 +72,7 @@ pub fn group_of(api_version: &str) -> &str {
 
 /// What an object is and how every message names it.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Target {
+pub struct ObjectId {
     pub group: String,
     pub kind: String,
     pub namespace: String,
@@ -84,7 +84,7 @@ pub struct Target {
     pub workload: Option<&'static Workload>,
 }
 
-impl Target {
+impl ObjectId {
     /// A Pod or a workload of kind `kind` in `group`; `None` for any other kind. The
     /// namespace is the request's (`request_namespace`, where it is not empty: a pod from a
     /// controller names none itself), else the object's, else `fallback_namespace`.
@@ -94,7 +94,7 @@ impl Target {
         object: &Value,
         request_namespace: &str,
         fallback_namespace: &str,
-    ) -> Option<Target> {
+    ) -> Option<ObjectId> {
         let workload = match (group, kind) {
             ("", "Pod") => None,
             _ => Some(workload_of(group, kind)?),
@@ -120,7 +120,7 @@ impl Target {
             None => format!("{namespace}/{shown}"),
             Some(w) => format!("{namespace}/{shown} ({} pod template)", w.kind),
         };
-        Some(Target {
+        Some(ObjectId {
             group: group.to_string(),
             kind: kind.to_string(),
             namespace,
@@ -131,13 +131,13 @@ impl Target {
     }
 
     /// A document read from a file: its kind and group from `kind` and `apiVersion`.
-    pub fn of_document(object: &Value, fallback_namespace: &str) -> Option<Target> {
+    pub fn of_document(object: &Value, fallback_namespace: &str) -> Option<ObjectId> {
         let api_version = object
             .get("apiVersion")
             .and_then(Value::as_str)
             .unwrap_or("");
         let kind = crate::inputs::kind(object);
-        Target::of(group_of(api_version), kind, object, "", fallback_namespace)
+        ObjectId::of(group_of(api_version), kind, object, "", fallback_namespace)
     }
 
     /// JSON pointer of the pod: `""` for a Pod, the template for a workload.
@@ -175,12 +175,12 @@ mod tests {
     #[test]
     fn the_request_namespace_wins_then_the_object_then_the_fallback() {
         let pod = json!({"metadata": {"generateName": "agent-", "namespace": "obj"}});
-        let t = Target::of("", "Pod", &pod, "req", "fallback").unwrap();
+        let t = ObjectId::of("", "Pod", &pod, "req", "fallback").unwrap();
         assert_eq!((t.namespace.as_str(), t.name.as_str()), ("req", "agent-*"));
         assert_eq!(t.display, "req/agent-*");
-        let t = Target::of("", "Pod", &pod, "", "fallback").unwrap();
+        let t = ObjectId::of("", "Pod", &pod, "", "fallback").unwrap();
         assert_eq!(t.namespace, "obj");
-        let t = Target::of("", "Pod", &json!({}), "", "fallback").unwrap();
+        let t = ObjectId::of("", "Pod", &json!({}), "", "fallback").unwrap();
         assert_eq!(t.display, "fallback/<unnamed>");
     }
 
@@ -188,10 +188,10 @@ mod tests {
     fn workloads_are_named_by_their_template() {
         let rc = json!({"apiVersion": "v1", "kind": "ReplicationController",
             "metadata": {"name": "agents", "namespace": "ns"}});
-        let t = Target::of_document(&rc, "default").unwrap();
+        let t = ObjectId::of_document(&rc, "default").unwrap();
         assert_eq!(t.display, "ns/agents (ReplicationController pod template)");
         assert_eq!(t.pod_pointer(), "/spec/template");
         let other = json!({"apiVersion": "example.com/v1", "kind": "Deployment"});
-        assert_eq!(Target::of_document(&other, "default"), None);
+        assert_eq!(ObjectId::of_document(&other, "default"), None);
     }
 }

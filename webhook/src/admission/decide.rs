@@ -8,12 +8,12 @@ use serde_json::Value;
 
 use super::{Admitter, PodDecision};
 use crate::pod::{PodView, bad_type};
-use crate::workloads::Target;
+use crate::workloads::ObjectId;
 
 impl Admitter {
     /// The decision on `object` (a Pod, or a workload whose template is judged as its pods);
     /// a patch is relative to the pod, or to the workload's pod template.
-    pub async fn decide(&self, target: &Target, object: &Value) -> PodDecision {
+    pub async fn decide(&self, target: &ObjectId, object: &Value) -> PodDecision {
         let pointer = target.pod_pointer();
         let Some(pod) = object.pointer(pointer) else {
             let field = pointer.trim_start_matches('/').replace('/', ".");

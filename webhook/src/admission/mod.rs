@@ -25,7 +25,7 @@ use crate::mutation::{self, Context};
 use crate::pod::PodView;
 use crate::policy::{self, Policy, Subject, Verdict, Violation};
 use crate::serviceaccounts::{SaAnnotations, SaMeta, ServiceAccounts, annotations};
-use crate::workloads::Target;
+use crate::workloads::ObjectId;
 pub use raw::{PodObject, RawObject, Unread};
 
 /// A body the webhook cannot answer with an AdmissionReview: rendered as HTTP 400.
@@ -219,7 +219,7 @@ impl Admitter {
             .object
             .as_ref()
             .ok_or_else(|| BadReview("CREATE of a Pod without request.object".into()))?;
-        let target = Target::of("", "Pod", &object.0.raw, namespace_of(req, object), "")
+        let target = ObjectId::of("", "Pod", &object.0.raw, namespace_of(req, object), "")
             .expect("a Pod is a target");
         if target.namespace.is_empty() {
             return Err(BadReview("Pod request has no namespace".into()));

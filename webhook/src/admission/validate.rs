@@ -13,7 +13,7 @@ use crate::pod::{PodView, display_name};
 use crate::policy::crd::{AgentPool, GROUP};
 use crate::policy::{self, Pool, PoolIndex, rules};
 use crate::serviceaccounts::annotations;
-use crate::workloads::{Target, workload_of};
+use crate::workloads::{ObjectId, workload_of};
 
 impl Admitter {
     /// Answers one AdmissionReview body sent to `/validate`.
@@ -47,7 +47,7 @@ impl Admitter {
                     .await
             }
             (_, _, None, _) if workload_of(group, kind).is_some() => {
-                let target = Target::of(group, kind, &object.raw, &namespace, "")
+                let target = ObjectId::of(group, kind, &object.raw, &namespace, "")
                     .expect("a workload is a target");
                 match object.raw.pointer(target.pod_pointer()) {
                     Some(template) => {

@@ -15,7 +15,7 @@ use crate::inputs;
 use crate::offline::ClusterState;
 use crate::policy::crd::AgentPool;
 use crate::policy::{Policy, Pool};
-use crate::workloads::Target;
+use crate::workloads::ObjectId;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Output {
@@ -224,7 +224,7 @@ async fn audit_cluster_inner(args: &AuditArgs) -> anyhow::Result<Run> {
                 let mut value = serde_json::to_value(object)?;
                 value["apiVersion"] = resource.api_version.clone().into();
                 value["kind"] = kind.into();
-                let target = Target::of(group, kind, &value, "", "default")
+                let target = ObjectId::of(group, kind, &value, "", "default")
                     .expect("every listed kind is a target");
                 findings.extend(auditor.audit_target(&target, &value, "cluster"));
             }
