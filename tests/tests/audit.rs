@@ -23,6 +23,8 @@ async fn audit(kubeconfig: &Path, args: &[&str]) -> (String, String, i32) {
     let out = tokio::process::Command::new(binary())
         .arg("audit")
         .arg("--cluster")
+        // The tenant the test control plane's webhook runs with (tests/cluster/run.sh).
+        .args(["--tenant-id", "00000000-0000-0000-0000-000000000000"])
         .args(args)
         .env("KUBECONFIG", kubeconfig)
         .output()
@@ -64,6 +66,25 @@ spec:
     spec:
       serviceAccountName: agent
       automountServiceAccountToken: false
+      containers: [{name: agent, image: x}]
+"#,
+        )
+        .await
+        .unwrap();
+    // A ReplicationController is a workload like a Deployment (no pods wanted from it).
+    cluster
+        .apply_yaml(
+            &n,
+            r#"apiVersion: v1
+kind: ReplicationController
+metadata: {name: legacy-rc}
+spec:
+  replicas: 0
+  selector: {app: legacy-rc}
+  template:
+    metadata: {labels: {app: legacy-rc, azure.workload.identity/use: "true"}}
+    spec:
+      serviceAccountName: agent
       containers: [{name: agent, image: x}]
 "#,
         )
@@ -139,7 +160,7 @@ spec:
         .iter()
         .map(|f| f["kind"].as_str().unwrap())
         .collect();
-    for kind in ["Pod", "Deployment", "ReplicaSet"] {
+    for kind in ["Pod", "Deployment", "ReplicaSet", "ReplicationController"] {
         assert!(kinds.contains(&kind), "no {kind} finding: {kinds:?}");
     }
     assert_eq!(

@@ -230,6 +230,30 @@ spec:
         "{err}"
     );
 
+    // A ReplicationController is such a workload too.
+    let controller = r#"apiVersion: v1
+kind: ReplicationController
+metadata: {name: sneaky-rc}
+spec:
+  selector: {app: sneaky-rc}
+  template:
+    metadata: {labels: {app: sneaky-rc, azure.workload.identity/use: "true"}}
+    spec:
+      serviceAccountName: thief
+      containers: [{name: agent, image: x}]
+"#;
+    let err = cluster
+        .apply_yaml(&b, controller)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("workloads.wi-webhook.dev")
+            && err.contains("sneaky-rc (ReplicationController pod template)")
+            && err.contains("[identity-of-another-pool]"),
+        "{err}"
+    );
+
     // 7. An UPDATE of a good Deployment to A's identity is refused too.
     let good = deployment
         .replace("name: sneaky", "name: honest")

@@ -1,15 +1,17 @@
-//! Audits (SPEC section 5): every pool violation of Pods and workload pod templates, whatever
-//! the pools' enforcement modes, over manifests or a live cluster. What a platform team runs
+//! Audits: every pool violation of Pods and workload pod templates, whatever the pools'
+//! enforcement modes, over manifests or a live cluster, found by the very decision the
+//! webhook takes. What a platform team runs
 //! in CI on its manifests repository, and on a cluster for what existed before the policy.
 
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::admission::Admitter;
 use crate::config::MutationConfig;
+use crate::offline::ClusterState;
 use crate::pod::PodView;
-use crate::policy::{Policy, Subject, rules};
-use crate::serviceaccounts::{SaCache, annotations};
-use crate::workloads::pod_pointer;
+use crate::policy::{POLICY_RULE, Pool, rules};
+use crate::workloads::ObjectId;
 
 /// One violation of one object.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -31,32 +33,39 @@ pub struct Finding {
     pub message: String,
 }
 
+/// The audit's view of the cluster: the webhook's own decision over a fixed state.
 pub struct Auditor {
-    pub policy: Policy,
-    pub accounts: SaCache,
-    /// The webhook's tenant and token path, as `serve` would have them.
-    pub config: MutationConfig,
+    admitter: Admitter,
 }
 
 impl Auditor {
-    /// The findings of one object (none for kinds without a pod template).
+    /// `state` is the cluster; `config` the webhook's tenant and token path, as `serve` has
+    /// them (an injected pod carries both, and must not be reported for carrying them).
+    pub fn new(state: ClusterState, config: MutationConfig) -> Self {
+        Auditor {
+            admitter: state.admitter(config),
+        }
+    }
+
+    /// The AgentPools audited against.
+    pub fn pools(&self) -> Vec<Pool> {
+        let index = self.admitter.policy.snapshot();
+        index.pools().map(|p| (**p).clone()).collect()
+    }
+
+    /// The findings of one object of a file (its kind and group from `kind` and `apiVersion`);
+    /// none for kinds without a pod template.
     pub fn audit(&self, object: &Value, source: &str, default_namespace: &str) -> Vec<Finding> {
-        let Some(pointer) = pod_pointer(object) else {
-            return Vec::new();
-        };
-        let meta = |k: &str| {
-            object
-                .pointer(&format!("/metadata/{k}"))
-                .and_then(Value::as_str)
-                .map(str::to_string)
-        };
-        let namespace = meta("namespace")
-            .filter(|n| !n.is_empty())
-            .unwrap_or_else(|| default_namespace.to_string());
-        let kind = crate::inputs::kind(object).to_string();
-        let name = meta("name")
-            .or_else(|| meta("generateName").map(|g| format!("{g}*")))
-            .unwrap_or_default();
+        match ObjectId::of_document(object, default_namespace) {
+            Some(target) => self.audit_target(&target, object, source),
+            None => Vec::new(),
+        }
+    }
+
+    /// The findings of one object: every pool violation whatever its enforcement, and
+    /// whatever else the cluster would deny it for (a missing ServiceAccount, a bad
+    /// annotation), under that denial's own rule id.
+    pub fn audit_target(&self, target: &ObjectId, object: &Value, source: &str) -> Vec<Finding> {
         let finding =
             |pool: &str, team: &str, rule: &str, enforcement: &str, message: String| Finding {
                 api_version: object
@@ -64,10 +73,13 @@ impl Auditor {
                     .and_then(Value::as_str)
                     .unwrap_or_default()
                     .to_string(),
-                kind: kind.clone(),
-                namespace: namespace.clone(),
-                name: name.clone(),
-                uid: meta("uid"),
+                kind: target.kind.clone(),
+                namespace: target.namespace.clone(),
+                name: target.name.clone(),
+                uid: object
+                    .pointer("/metadata/uid")
+                    .and_then(Value::as_str)
+                    .map(str::to_string),
                 source: source.to_string(),
                 pool: pool.to_string(),
                 team: team.to_string(),
@@ -75,55 +87,38 @@ impl Auditor {
                 enforcement: enforcement.to_string(),
                 message,
             };
-        let display = if pointer.is_empty() {
-            format!("{namespace}/{name}")
-        } else {
-            format!("{namespace}/{name} ({kind} pod template)")
-        };
-        let Some(pod) = object.pointer(pointer) else {
-            return vec![finding(
-                "",
-                "",
-                "pod-shape",
-                "",
-                format!("{display}: no pod template"),
-            )];
-        };
-        let view = match PodView::new(pod, &display) {
-            Ok(v) => v,
-            Err(d) => return vec![finding("", "", d.rule, "", d.message)],
-        };
-        let service_account = match view.service_account() {
-            Ok(s) => s,
-            Err(d) => return vec![finding("", "", d.rule, "", d.message)],
-        };
-        let sa = self.accounts.get(&namespace, service_account);
-        let token_file = self.config.for_pod(&view).token_file();
-        let mut evaluation = self.policy.evaluate(&Subject {
-            pod: &view,
-            namespace: &namespace,
-            service_account,
-            sa_annotations: sa.as_deref().map(annotations),
-            default_tenant: &self.config.tenant_id,
-            token_file: &token_file,
-            authority_host: &self.config.authority_host,
-        });
-        // A stored pod of a pool that already carries ephemeral containers was debugged.
-        if let Some(pool) = &evaluation.pool
-            && let Some(v) = rules::ephemeral_added(pool, &view, None)
+        // The state has no API client, so the ServiceAccount lookup never waits on I/O.
+        let decision = futures::executor::block_on(self.admitter.decide(target, object));
+        let mut violations = decision.verdict.violations;
+        // A stored pod of a pool that already carries ephemeral containers was debugged (the
+        // API server refuses them in a pod's CREATE, so only stored pods have any).
+        let pool = decision
+            .pool
+            .as_deref()
+            .and_then(|p| self.admitter.policy.snapshot().get(p).cloned());
+        let pod = object.pointer(target.pod_pointer());
+        if let (Some(pool), Some(pod)) = (pool, pod)
+            && let Ok(view) = PodView::new(pod, &target.display)
+            && let Some(v) = rules::ephemeral_added(&pool, &view, None)
         {
-            evaluation.violations.push(v);
+            violations.push(v);
         }
-        let notes = evaluation
-            .notes
-            .into_iter()
-            .map(|(rule, message)| finding("", "", rule, "", message));
-        evaluation
-            .violations
+        let mut findings: Vec<Finding> = violations
             .into_iter()
             .map(|v| finding(&v.pool, &v.team, v.rule, v.enforcement.as_str(), v.message))
-            .chain(notes)
-            .collect()
+            .collect();
+        findings.extend(
+            decision
+                .notes
+                .into_iter()
+                .map(|(rule, message)| finding("", "", rule, "", message)),
+        );
+        if let Err(d) = decision.result
+            && d.rule != POLICY_RULE
+        {
+            findings.push(finding("", "", d.rule, "", d.message));
+        }
+        findings
     }
 }
 

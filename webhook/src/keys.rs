@@ -2,6 +2,8 @@
 
 /// Pod label that the webhook configuration's objectSelector selects on.
 pub const USE_LABEL: &str = "azure.workload.identity/use";
+/// The value of [`USE_LABEL`] the objectSelector selects (exactly; `True` is not selected).
+pub const USE_VALUE: &str = "true";
 /// ServiceAccount annotation: the managed identity's client id.
 pub const CLIENT_ID: &str = "azure.workload.identity/client-id";
 /// ServiceAccount annotation: the managed identity's tenant id.

@@ -1,6 +1,7 @@
 //! The webhook's decision without a cluster: ServiceAccounts and AgentPools among the inputs
-//! are the cluster state, and every Pod and workload pod template is mutated as the webhook would mutate its
-//! pods. Shared by `wi-webhook mutate` and the golden tests.
+//! are the cluster state, and every Pod and workload is decided on as the cluster would
+//! (`Admitter::decide`), the pod templates mutated as the webhook mutates their pods. Shared
+//! by `wi-webhook mutate`, `wi-webhook audit` and the golden tests.
 
 use k8s_openapi::api::core::v1::ServiceAccount;
 use serde_json::Value;
@@ -12,7 +13,7 @@ use crate::inputs::{Document, kind};
 use crate::policy::crd::AgentPool;
 use crate::policy::{Policy, Pool, Violation};
 use crate::serviceaccounts::{ServiceAccounts, store_of};
-use crate::workloads::pod_pointer;
+use crate::workloads::ObjectId;
 
 /// The result for one Pod or workload.
 #[derive(Debug)]
@@ -52,19 +53,38 @@ impl ClusterState {
                 .get_or_insert_with(|| default_namespace.to_string());
             accounts.push(sa);
         }
-        let mut pools = Vec::new();
+        let mut pools: Vec<(Pool, &str)> = Vec::new();
         for d in docs.iter().filter(|d| kind(&d.value) == "AgentPool") {
             let pool: AgentPool = serde_json::from_value(d.value.clone())
                 .map_err(|e| format!("{}: not an AgentPool: {e}", d.source))?;
-            pools.push(
-                Pool::from_resource(&pool)
-                    .ok_or_else(|| format!("{}: AgentPool without metadata.name", d.source))?,
-            );
+            let pool = Pool::from_resource(&pool)
+                .ok_or_else(|| format!("{}: AgentPool without metadata.name", d.source))?;
+            // A cluster holds one AgentPool of a name: two are a mistake to name, not to
+            // settle by input order.
+            if let Some((_, first)) = pools.iter().find(|(p, _)| p.name == pool.name) {
+                return Err(format!(
+                    "AgentPool {} is defined twice, in {first} and {}; keep one of them",
+                    pool.name, d.source
+                ));
+            }
+            pools.push((pool, &d.source));
         }
+        let pools: Vec<Pool> = pools.into_iter().map(|(p, _)| p).collect();
         Ok(ClusterState {
             accounts: store_of(accounts),
             policy: Policy::of(&pools),
         })
+    }
+}
+
+impl ClusterState {
+    /// The webhook's decision over this state, with the webhook's configuration.
+    pub fn admitter(self, config: MutationConfig) -> Admitter {
+        Admitter {
+            config,
+            service_accounts: ServiceAccounts::from_store(self.accounts),
+            policy: self.policy,
+        }
     }
 }
 
@@ -82,78 +102,47 @@ impl Offline {
     ) -> Result<Self, String> {
         let state = ClusterState::from_documents(docs, default_namespace)?;
         Ok(Offline {
-            admitter: Admitter {
-                config,
-                service_accounts: ServiceAccounts::from_store(state.accounts),
-                policy: state.policy,
-            },
+            admitter: state.admitter(config),
             default_namespace: default_namespace.to_string(),
         })
     }
 
-    /// Mutates every Pod and workload among `docs`, in input order.
+    /// Decides on every Pod and workload among `docs`, in input order, as the cluster would.
     pub async fn mutate_all(&self, docs: &[Document]) -> Vec<Mutated> {
         let mut out = Vec::new();
         for doc in docs {
-            let Some(pointer) = pod_pointer(&doc.value) else {
+            let Some(target) = ObjectId::of_document(&doc.value, &self.default_namespace) else {
                 continue;
             };
-            out.push(self.mutate_one(doc, pointer).await);
+            out.push(self.mutate_one(doc, target).await);
         }
         out
     }
 
-    async fn mutate_one(&self, doc: &Document, pointer: &str) -> Mutated {
-        let meta = |k: &str| {
-            doc.value
-                .pointer(&format!("/metadata/{k}"))
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string()
-        };
-        let namespace = Some(meta("namespace"))
-            .filter(|n| !n.is_empty())
-            .unwrap_or_else(|| self.default_namespace.clone());
-        let kind = kind(&doc.value).to_string();
-        let name = meta("name");
+    async fn mutate_one(&self, doc: &Document, target: ObjectId) -> Mutated {
+        let decision = self.admitter.decide(&target, &doc.value).await;
+        let (pointer, display) = (target.pod_pointer(), target.display);
         let mut result = Mutated {
             source: doc.source.clone(),
-            kind: kind.clone(),
-            namespace: namespace.clone(),
-            name: name.clone(),
+            kind: target.kind,
+            namespace: target.namespace,
+            name: target.name,
             patch: json_patch::Patch(vec![]),
             object: doc.value.clone(),
             denial: None,
-            warnings: Vec::new(),
-            violations: Vec::new(),
-            pool: None,
+            warnings: decision.verdict.warnings,
+            violations: decision.verdict.violations,
+            pool: decision.pool,
         };
-        let Some(pod) = doc.value.pointer(pointer) else {
-            result.denial = Some(crate::pod::bad_type(
-                &format!("{namespace}/{name}"),
-                &pointer.trim_start_matches('/').replace('/', "."),
-                "present",
-            ));
-            return result;
-        };
-        let display = if pointer.is_empty() {
-            crate::pod::display_name(pod, &namespace)
-        } else {
-            format!("{namespace}/{name} ({kind} pod template)")
-        };
-        let decision = self.admitter.mutate_pod(pod, &namespace, &display).await;
-        result.warnings = decision.verdict.warnings;
-        result.violations = decision.verdict.violations;
-        result.pool = decision.pool;
         match decision.result {
             Err(denial) => result.denial = Some(denial),
             Ok(patch) => {
-                let target = result.object.pointer_mut(pointer).expect("looked up above");
+                let pod = result.object.pointer_mut(pointer).expect("decided on it");
                 let applied = patch
                     .to_json_patch()
                     .map_err(|e| e.to_string())
                     .and_then(|p| {
-                        json_patch::patch(target, &p.0)
+                        json_patch::patch(pod, &p.0)
                             .map(|()| p)
                             .map_err(|e| e.to_string())
                     });

@@ -124,6 +124,12 @@ impl<'a> PodView<'a> {
         self.metadata?.get("name")?.as_str()
     }
 
+    /// Whether the mutating webhook's objectSelector selects this pod; the API server sends
+    /// every other pod to the validating webhook for unlabelled pods.
+    pub fn selected_for_injection(&self) -> bool {
+        self.label(crate::keys::USE_LABEL) == Some(crate::keys::USE_VALUE)
+    }
+
     /// The ServiceAccount the pod runs as; an empty or absent name means `default`.
     pub fn service_account(&self) -> Result<&'a str, Denial> {
         for key in ["serviceAccountName", "serviceAccount"] {
@@ -202,16 +208,7 @@ pub fn bad_type(display: &str, field: &str, expected: &str) -> Denial {
 
 /// `namespace/name` or, for a pod a controller is about to create, `namespace/generateName*`.
 pub fn display_name(pod: &Value, namespace: &str) -> String {
-    let meta = pod.get("metadata");
-    let name = meta.and_then(|m| m.get("name")).and_then(Value::as_str);
-    match name {
-        Some(n) if !n.is_empty() => format!("{namespace}/{n}"),
-        _ => match meta
-            .and_then(|m| m.get("generateName"))
-            .and_then(Value::as_str)
-        {
-            Some(g) if !g.is_empty() => format!("{namespace}/{g}*"),
-            _ => format!("{namespace}/<unnamed>"),
-        },
-    }
+    crate::workloads::ObjectId::of("", "Pod", pod, namespace, "")
+        .expect("a Pod is a target")
+        .display
 }

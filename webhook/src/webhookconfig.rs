@@ -9,8 +9,8 @@
 //!   namespaces, `<what>.other-namespaces.wi-webhook.dev` fails open everywhere else (a
 //!   webhook outage must not stop every pod and rollout of the cluster, and a pod outside a
 //!   pool's namespaces cannot get a token the pool's federated credential accepts):
-//!   `unlabelled-pods` (pod CREATE without the label) and `workloads` (Deployment,
-//!   StatefulSet, DaemonSet, ReplicaSet, Job, CronJob CREATE/UPDATE);
+//!   `unlabelled-pods` (pod CREATE without the label) and `workloads` (CREATE/UPDATE of every kind in
+//!   `workloads::WORKLOADS`);
 //!   `namespaces.pool-namespaces.wi-webhook.dev` (a pool's namespace labelled ignored), fail
 //!   closed; `ephemeral-containers.wi-webhook.dev` (`kubectl debug`), fail closed;
 //!   `agentpools.wi-webhook.dev` (conflicting AgentPools, reserved namespaces), fail closed.
@@ -34,6 +34,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
 };
 
 use crate::keys;
+use crate::workloads::WORKLOADS;
 
 pub const CONFIGURATION_NAME: &str = "wi-webhook";
 
@@ -205,7 +206,7 @@ fn use_label(operator: &str) -> LabelSelector {
         match_expressions: Some(vec![requirement(
             keys::USE_LABEL,
             operator,
-            vec!["true".into()],
+            vec![keys::USE_VALUE.into()],
         )]),
         match_labels: None,
     }
@@ -229,6 +230,25 @@ pub fn mutating(o: &Options) -> MutatingWebhookConfiguration {
             ..MutatingWebhook::default()
         }]),
     }
+}
+
+/// One rule per API group of the workload kinds, in the table's order.
+fn workload_rules() -> Vec<RuleWithOperations> {
+    let mut rules: Vec<RuleWithOperations> = Vec::new();
+    for w in &WORKLOADS {
+        let same_group = |r: &&mut RuleWithOperations| {
+            r.api_groups.as_deref() == Some(&[w.group.to_string()][..])
+                && r.api_versions.as_deref() == Some(&[w.version.to_string()][..])
+        };
+        match rules.iter_mut().find(same_group) {
+            Some(r) => r.resources.get_or_insert_default().push(w.plural.into()),
+            None => rules.push(RuleWithOperations {
+                api_versions: Some(vec![w.version.into()]),
+                ..rule(&[w.group], &[w.plural], &["CREATE", "UPDATE"], "Namespaced")
+            }),
+        }
+    }
+    rules
 }
 
 pub fn validating(o: &Options) -> ValidatingWebhookConfiguration {
@@ -258,24 +278,7 @@ pub fn validating(o: &Options) -> ValidatingWebhookConfiguration {
         other.namespace_selector = Some(scoped(other.namespace_selector.as_ref(), "NotIn", &[]));
         [pool, other]
     };
-    let workloads = pods(
-        "workloads.wi-webhook.dev",
-        vec![
-            rule(
-                &["apps"],
-                &["deployments", "statefulsets", "daemonsets", "replicasets"],
-                &["CREATE", "UPDATE"],
-                "Namespaced",
-            ),
-            rule(
-                &["batch"],
-                &["jobs", "cronjobs"],
-                &["CREATE", "UPDATE"],
-                "Namespaced",
-            ),
-        ],
-        None,
-    );
+    let workloads = pods("workloads.wi-webhook.dev", workload_rules(), None);
     let mut pools = pods(
         "agentpools.wi-webhook.dev",
         vec![RuleWithOperations {

@@ -13,6 +13,8 @@ use std::process::{Command, Stdio};
 use clap::Parser;
 use wi_webhook::cli::audit::{AuditArgs, audit_files};
 
+const TENANT: &str = "00000000-0000-0000-0000-000000000001";
+
 #[derive(Parser)]
 struct Cli {
     #[command(flatten)]
@@ -62,7 +64,7 @@ fn audit_outputs_match_the_golden_files() {
                 "-o",
                 format,
                 "--tenant-id",
-                "00000000-0000-0000-0000-000000000001",
+                TENANT,
             ])
             .unwrap();
             let run = audit_files(&cli.args);
@@ -105,6 +107,7 @@ fn binary(args: &[&str], stdin: &str) -> (String, String, i32) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_wi-webhook"))
         .args(args)
         .env_remove("KUBECONFIG")
+        .env_remove("AZURE_TENANT_ID")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -130,7 +133,10 @@ fn stdin_is_read_like_kustomize_output() {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/audit/every-rule/input.yaml"),
     )
     .unwrap();
-    let (stdout, stderr, code) = binary(&["audit", "-f", "-", "-o", "json"], &input);
+    let (stdout, stderr, code) = binary(
+        &["audit", "-f", "-", "-o", "json", "--tenant-id", TENANT],
+        &input,
+    );
     assert_eq!(code, 1, "{stderr}");
     let findings: Vec<serde_json::Value> = serde_json::from_str(&stdout).unwrap();
     assert!(
@@ -153,4 +159,76 @@ fn unreadable_input_exits_2_naming_file_and_line() {
     let (_, stderr, code) = binary(&["audit", "-f", "/no/such/file.yaml"], "");
     assert_eq!(code, 2);
     assert!(stderr.contains("/no/such/file.yaml"), "{stderr}");
+}
+
+#[test]
+fn two_agent_pools_of_one_name_are_unreadable_input_naming_both_documents() {
+    let dir = tempfile::tempdir().unwrap();
+    let pool = |team: &str| {
+        format!(
+            "apiVersion: wi-webhook.dev/v1alpha1\nkind: AgentPool\nmetadata: {{name: pool-a}}\n\
+             spec: {{team: {team}, identity: {{clientId: aaaaaaaa-0000-0000-0000-000000000001}}, \
+             namespaces: [ado-a], serviceAccounts: [agent]}}\n"
+        )
+    };
+    let first = dir.path().join("pools.yaml");
+    std::fs::write(&first, format!("{}---\n{}", pool("team-a"), pool("team-b"))).unwrap();
+    let (stdout, stderr, code) = binary(
+        &[
+            "audit",
+            "-f",
+            first.to_str().unwrap(),
+            "--tenant-id",
+            TENANT,
+        ],
+        "",
+    );
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stdout.is_empty(), "{stdout}");
+    let name = first.display();
+    assert!(
+        stderr.contains("AgentPool pool-a is defined twice")
+            && stderr.contains(&format!("{name}#1"))
+            && stderr.contains(&format!("{name}#2")),
+        "{stderr}"
+    );
+    // Across files too: `wi-webhook mutate` reads the same state.
+    let second = dir.path().join("more-pools.yaml");
+    std::fs::write(&second, pool("team-b")).unwrap();
+    std::fs::write(&first, pool("team-a")).unwrap();
+    let (_, stderr, code) = binary(
+        &[
+            "mutate",
+            "-f",
+            first.to_str().unwrap(),
+            "-f",
+            second.to_str().unwrap(),
+            "--tenant-id",
+            TENANT,
+        ],
+        "",
+    );
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains(&format!("{}#1", first.display()))
+            && stderr.contains(&format!("{}#1", second.display())),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn without_the_webhooks_tenant_the_audit_refuses_to_guess() {
+    let input = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/audit/clean/input.yaml"),
+    )
+    .unwrap();
+    for args in [&["audit", "-f", "-"][..], &["audit", "--cluster"][..]] {
+        let (stdout, stderr, code) = binary(args, &input);
+        assert_eq!(code, 2, "{args:?}: {stderr}");
+        assert!(stdout.is_empty(), "{args:?}: {stdout}");
+        assert!(
+            stderr.contains("--tenant-id") && stderr.contains("AZURE_TENANT_ID"),
+            "{args:?}: {stderr}"
+        );
+    }
 }

@@ -7,6 +7,7 @@
 //! `validate` for the pool policy on everything else (unlabelled pods, ephemeral containers,
 //! workload templates, AgentPools themselves).
 
+mod decide;
 mod envelope;
 pub mod raw;
 mod validate;
@@ -20,11 +21,11 @@ use thiserror::Error;
 
 use crate::config::MutationConfig;
 use crate::denial::Denial;
-use crate::keys;
 use crate::mutation::{self, Context};
-use crate::pod::{PodView, display_name};
+use crate::pod::PodView;
 use crate::policy::{self, Policy, Subject, Verdict, Violation};
 use crate::serviceaccounts::{SaAnnotations, SaMeta, ServiceAccounts, annotations};
+use crate::workloads::ObjectId;
 pub use raw::{PodObject, RawObject, Unread};
 
 /// A body the webhook cannot answer with an AdmissionReview: rendered as HTTP 400.
@@ -84,6 +85,8 @@ pub struct PodDecision {
     /// Pool violations and what they do (warnings, audit annotations).
     pub verdict: Verdict,
     pub pool: Option<String>,
+    /// Findings that refuse nothing here but an audit reports (rule id, message).
+    pub notes: Vec<(&'static str, String)>,
 }
 
 impl Default for PodDecision {
@@ -92,6 +95,7 @@ impl Default for PodDecision {
             result: Ok(mutation::Patch::default()),
             verdict: Verdict::default(),
             pool: None,
+            notes: Vec::new(),
         }
     }
 }
@@ -218,17 +222,16 @@ impl Admitter {
             .object
             .as_ref()
             .ok_or_else(|| BadReview("CREATE of a Pod without request.object".into()))?;
-        let namespace = namespace_of(req, object);
-        let object = &object.0;
-        if namespace.is_empty() {
+        let target = ObjectId::of("", "Pod", &object.0.raw, namespace_of(req, object), "")
+            .expect("a Pod is a target");
+        if target.namespace.is_empty() {
             return Err(BadReview("Pod request has no namespace".into()));
         }
-        outcome.namespace = namespace.to_string();
-        let display = display_name(&object.raw, namespace);
-        outcome.name = display
-            .rsplit_once('/')
-            .map_or(String::new(), |(_, n)| n.to_string());
-        let decision = self.mutate_pod(&object.raw, namespace, &display).await;
+        outcome.namespace = target.namespace.clone();
+        outcome.name = target.name.clone();
+        let decision = self
+            .mutate_pod(&object.0.raw, &target.namespace, &target.display)
+            .await;
         finish(req, &mut outcome, decision);
         Ok(outcome)
     }
@@ -299,7 +302,7 @@ impl Admitter {
         let view = PodView::new(pod, display)?;
         // The webhook configuration selects on this label; checking it here too means a
         // configuration without the objectSelector cannot inject into every pod.
-        if view.label(keys::USE_LABEL) != Some("true") {
+        if !view.selected_for_injection() {
             return Ok(mutation::Patch::default());
         }
         let sa_name = view.service_account()?;
@@ -311,8 +314,10 @@ impl Admitter {
                 ),
             ));
         };
-        let (evaluation, verdict) = self.police(&view, namespace, sa_name, Some(annotations(&sa)));
+        let (mut evaluation, verdict) =
+            self.police(&view, namespace, sa_name, Some(annotations(&sa)));
         decision.pool = evaluation.pool.as_ref().map(|p| p.name.clone());
+        decision.notes = std::mem::take(&mut evaluation.notes);
         match verdict {
             Err((denial, violations)) => {
                 decision.verdict.violations = violations;
@@ -337,6 +342,7 @@ fn finish<T: Resource>(req: &AdmissionRequest<T>, outcome: &mut Outcome, decisio
         result,
         verdict,
         pool,
+        notes: _,
     } = decision;
     outcome.pool = pool;
     let mut response = match result {
@@ -357,12 +363,13 @@ fn finish<T: Resource>(req: &AdmissionRequest<T>, outcome: &mut Outcome, decisio
             deny(req, &denial)
         }
     };
-    if outcome.decision != Decision::Denied {
-        if !verdict.warnings.is_empty() {
-            response.warnings = Some(verdict.warnings);
-        }
-        response.audit_annotations = verdict.audit_annotations.into_iter().collect();
+    // Also with a denial for something else than the policy (a bad annotation): the pod's
+    // Warn and Audit violations are reported as `wi-webhook mutate` and `audit` report them.
+    // A policy denial has none: it lists every violation in its message.
+    if !verdict.warnings.is_empty() {
+        response.warnings = Some(verdict.warnings);
     }
+    response.audit_annotations = verdict.audit_annotations.into_iter().collect();
     outcome.violations = verdict.violations;
     outcome.review = response.into_review();
 }

@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 use super::*;
 use crate::config::MutationConfig;
 use crate::offline::ClusterState;
+use crate::pod::display_name;
 
 /// The ServiceAccounts and AgentPools of the golden fixtures, as the fuzz target uses them.
 fn admitter() -> Admitter {

@@ -16,7 +16,7 @@ use crate::policy::reserved::ignored;
 use crate::policy::{self, Pool, PoolIndex, rules};
 use crate::serviceaccounts::annotations;
 use crate::webhookconfig::IGNORE_LABEL;
-use crate::workloads::template_pointer;
+use crate::workloads::{ObjectId, workload_of};
 use k8s_openapi::api::core::v1::Namespace;
 
 impl Admitter {
@@ -50,18 +50,17 @@ impl Admitter {
                 self.check_pod(&object.raw, Some(old), &namespace, &display)
                     .await
             }
-            ("apps" | "batch", _, None, _) => match template_pointer(kind) {
-                Some(pointer) if group == expected_group(kind) => {
-                    let display = format!("{namespace}/{} ({kind} pod template)", req.name);
-                    match object.raw.pointer(pointer) {
-                        Some(template) => {
-                            self.check_pod(template, None, &namespace, &display).await
-                        }
-                        None => return Ok(outcome),
+            (_, _, None, _) if workload_of(group, kind).is_some() => {
+                let target = ObjectId::of(group, kind, &object.raw, &namespace, "")
+                    .expect("a workload is a target");
+                match object.raw.pointer(target.pod_pointer()) {
+                    Some(template) => {
+                        self.check_pod(template, None, &namespace, &target.display)
+                            .await
                     }
+                    None => return Ok(outcome),
                 }
-                _ => return Ok(outcome),
-            },
+            }
             (GROUP, "AgentPool", None, _) => self.check_agent_pool(&object.raw).await,
             ("", "Namespace", None, _) => self.check_namespace(&object.raw).await,
             _ => return Ok(outcome),
@@ -75,7 +74,7 @@ impl Admitter {
 
     /// The pool checks of a pod or pod template; `old` is given for an ephemeral-container
     /// update (the pod before it).
-    async fn check_pod(
+    pub(super) async fn check_pod(
         &self,
         pod: &Value,
         old: Option<Option<&Value>>,
@@ -122,6 +121,7 @@ impl Admitter {
             }
         }
         decision.pool = evaluation.pool.as_ref().map(|p| p.name.clone());
+        decision.notes = evaluation.notes;
         match policy::verdict(display, evaluation.violations) {
             Ok(verdict) => decision.verdict = verdict,
             Err((denial, violations)) => {
@@ -220,10 +220,3 @@ impl Admitter {
     }
 }
 
-/// The API group each workload kind lives in.
-fn expected_group(kind: &str) -> &'static str {
-    match kind {
-        "Job" | "CronJob" => "batch",
-        _ => "apps",
-    }
-}

@@ -15,6 +15,7 @@ use crate::inputs;
 use crate::offline::ClusterState;
 use crate::policy::crd::AgentPool;
 use crate::policy::{Policy, Pool};
+use crate::workloads::ObjectId;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Output {
@@ -49,9 +50,10 @@ pub struct AuditArgs {
     #[arg(short, long, value_enum, default_value = "table")]
     pub output: Output,
 
-    /// The webhook's tenant, for checking AZURE_TENANT_ID overrides in pools without one.
-    #[arg(long, env = "AZURE_TENANT_ID", default_value = "")]
-    pub tenant_id: String,
+    /// The webhook's tenant (the one `serve` runs with), for checking AZURE_TENANT_ID in
+    /// pools without one: injected pods carry it. Required.
+    #[arg(long, env = "AZURE_TENANT_ID", value_name = "ID")]
+    pub tenant_id: Option<String>,
 
     /// The webhook's token mount path, for checking AZURE_FEDERATED_TOKEN_FILE overrides.
     #[arg(long, env = "WI_TOKEN_MOUNT_PATH", default_value = crate::config::DEFAULT_MOUNT_PATH)]
@@ -101,8 +103,20 @@ pub async fn run(args: AuditArgs) -> ExitCode {
     ExitCode::from(result.code)
 }
 
+/// The webhook's tenant: without it every injected pod of a pool without a tenantId would be
+/// reported for its AZURE_TENANT_ID, so the audit refuses to guess.
+fn tenant(args: &AuditArgs) -> Result<&str, &'static str> {
+    match args.tenant_id.as_deref().map(str::trim) {
+        Some(t) if !t.is_empty() => Ok(t),
+        _ => Err(
+            "the webhook's tenant is required: pass --tenant-id or set AZURE_TENANT_ID to the \
+             value `wi-webhook serve` runs with (injected pods carry it as AZURE_TENANT_ID)",
+        ),
+    }
+}
+
 fn config(args: &AuditArgs) -> MutationConfig {
-    let mut config = MutationConfig::new(args.tenant_id.clone());
+    let mut config = MutationConfig::new(tenant(args).unwrap_or_default());
     config.mount_path = args.token_mount_path.clone();
     config
 }
@@ -123,11 +137,10 @@ pub fn audit_files(args: &AuditArgs) -> Run {
         Ok(s) => s,
         Err(e) => return fail(&e),
     };
-    let auditor = Auditor {
-        policy: state.policy,
-        accounts: state.accounts,
-        config: config(args),
-    };
+    if let Err(e) = tenant(args) {
+        return fail(&e);
+    }
+    let auditor = Auditor::new(state, config(args));
     let mut findings: Vec<Finding> = docs
         .iter()
         .flat_map(|d| auditor.audit(&d.value, &d.source, default_namespace))
@@ -140,12 +153,7 @@ pub fn audit_files(args: &AuditArgs) -> Run {
                 (for AKS: az aks show -n CLUSTER -g GROUP --query oidcIssuerProfile.issuerUrl -o tsv)",
             );
         };
-        let pools: Vec<Pool> = auditor
-            .policy
-            .snapshot()
-            .pools()
-            .map(|p| (**p).clone())
-            .collect();
+        let pools = auditor.pools();
         match audit_credentials(args, &pools, issuer) {
             Ok((found, notes)) => {
                 findings.extend(found);
@@ -208,16 +216,14 @@ fn finish(output: Output, findings: Vec<Finding>, stderr: String, timestamp: i64
     }
 }
 
-/// The kinds an audit lists: Pods and every workload with a pod template.
-const KINDS: [(&str, &str, &str, &str); 7] = [
-    ("", "v1", "Pod", "pods"),
-    ("apps", "v1", "Deployment", "deployments"),
-    ("apps", "v1", "StatefulSet", "statefulsets"),
-    ("apps", "v1", "DaemonSet", "daemonsets"),
-    ("apps", "v1", "ReplicaSet", "replicasets"),
-    ("batch", "v1", "Job", "jobs"),
-    ("batch", "v1", "CronJob", "cronjobs"),
-];
+/// What an audit lists: Pods, then every workload kind.
+fn kinds() -> impl Iterator<Item = (&'static str, &'static str, &'static str, &'static str)> {
+    std::iter::once(("", "v1", "Pod", "pods")).chain(
+        crate::workloads::WORKLOADS
+            .iter()
+            .map(|w| (w.group, w.version, w.kind, w.plural)),
+    )
+}
 
 async fn audit_cluster(args: &AuditArgs) -> Run {
     match audit_cluster_inner(args).await {
@@ -231,6 +237,7 @@ async fn audit_cluster(args: &AuditArgs) -> Run {
 }
 
 async fn audit_cluster_inner(args: &AuditArgs) -> anyhow::Result<Run> {
+    tenant(args).map_err(anyhow::Error::msg)?;
     let client = super::serve::client(args.kubeconfig.as_deref()).await?;
     let ns = args.namespace.as_deref();
     let params = ListParams::default().limit(args.page_size);
@@ -246,10 +253,9 @@ async fn audit_cluster_inner(args: &AuditArgs) -> anyhow::Result<Run> {
         None => Api::all(client.clone()),
     };
     let accounts = list_all(sa_api, &params, "ServiceAccounts").await?;
-    let auditor = Auditor {
+    let state = ClusterState {
         policy: Policy::of(&pools),
         accounts: crate::serviceaccounts::store_of_meta(accounts),
-        config: config(args),
     };
     let (credential_findings, notes) = if args.credentials.is_empty() {
         (Vec::new(), String::new())
@@ -262,12 +268,13 @@ async fn audit_cluster_inner(args: &AuditArgs) -> anyhow::Result<Run> {
         };
         audit_credentials(args, &pools, &issuer)?
     };
+    let auditor = Auditor::new(state, config(args));
 
     // Pods and workloads, page by page: only findings are kept. A terminal sees the count
     // move on one line; a log (CI) gets one line per kind and never a carriage return.
     let live = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let mut findings = Vec::new();
-    for (group, version, kind, plural) in KINDS {
+    for (group, version, kind, plural) in kinds() {
         let resource = ApiResource {
             group: group.into(),
             version: version.into(),
@@ -291,7 +298,9 @@ async fn audit_cluster_inner(args: &AuditArgs) -> anyhow::Result<Run> {
                 let mut value = serde_json::to_value(object)?;
                 value["apiVersion"] = resource.api_version.clone().into();
                 value["kind"] = kind.into();
-                findings.extend(auditor.audit(&value, "cluster", "default"));
+                let target = ObjectId::of(group, kind, &value, "", "default")
+                    .expect("every listed kind is a target");
+                findings.extend(auditor.audit_target(&target, &value, "cluster"));
             }
             seen += page.items.len();
             if live {

@@ -6,6 +6,7 @@ use serde_json::Value;
 use super::{Inputs, Step};
 use crate::audit::Auditor;
 use crate::config::MutationConfig;
+use crate::offline::ClusterState;
 use crate::keys;
 use crate::pod::{ContainerList, PodView, container_name};
 use crate::policy::{Policy, PoolIndex};
@@ -239,11 +240,11 @@ pub fn pool(i: &Inputs<'_>) -> Step {
         ),
         _ => (i.tenant_id.to_string(), ""),
     };
-    let auditor = Auditor {
+    let state = ClusterState {
         policy: Policy::of(i.pools),
         accounts: crate::serviceaccounts::store_of(i.service_account.map(|_| account)),
-        config: MutationConfig::new(tenant),
     };
+    let auditor = Auditor::new(state, MutationConfig::new(tenant));
     let findings = auditor.audit(i.pod, "cluster", i.namespace);
     let pool = PoolIndex::build(i.pools)
         .in_namespace(i.namespace)

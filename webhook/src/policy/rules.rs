@@ -307,8 +307,17 @@ pub fn evaluate(index: &PoolIndex, s: &Subject<'_>) -> Evaluation {
                         client_values.push((value, format!("container {container} sets {name}")));
                     }
                     let Some(p) = &pool else { continue };
+                    // What the webhook injects itself (the ServiceAccount's client id, reported
+                    // above when it is not the pool's) is no override: a stored or reinvoked pod
+                    // carries it, and must be judged as it was before.
+                    let injects = |v: &str| {
+                        pod.selected_for_injection()
+                            && sa_client.is_some_and(|c| client_key(c) == client_key(v))
+                    };
                     let ok = match name {
-                        keys::ENV_CLIENT_ID => client_key(value) == client_key(&p.client_id),
+                        keys::ENV_CLIENT_ID => {
+                            client_key(value) == client_key(&p.client_id) || injects(value)
+                        }
                         keys::ENV_TENANT_ID => same_tenant(value, &expected_tenant),
                         keys::ENV_AUTHORITY_HOST => same_authority(value, s.authority_host),
                         _ => value == s.token_file,
