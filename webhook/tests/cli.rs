@@ -170,7 +170,7 @@ fn unusable_input_exits_2_and_findings_exit_1() {
     // A pool violation: audit exits 1.
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
     let case = repo.join("tests/audit/every-rule/input.yaml");
-    let out = run(&["audit", "-f", case.to_str().unwrap()]);
+    let out = run(&["audit", "-f", case.to_str().unwrap(), "--tenant-id", "t"]);
     assert_eq!(code(&out), 1, "{}", stderr(&out));
 }
 

@@ -137,7 +137,12 @@ pub fn audit_files(args: &AuditArgs) -> Run {
         Ok(s) => s,
         Err(e) => return fail(&e),
     };
-    if let Err(e) = tenant(args) {
+    // Only pods and workloads are decided with the tenant: AgentPools and credentials alone
+    // need none.
+    let decides = docs
+        .iter()
+        .any(|d| ObjectId::of_document(&d.value, default_namespace).is_some());
+    if decides && let Err(e) = tenant(args) {
         return fail(&e);
     }
     let auditor = Auditor::new(state, config(args));
