@@ -202,6 +202,71 @@ async fn a_pools_namespace_cannot_be_labelled_ignored() {
                 .unwrap()
         }
     };
+    // A namespace administrator whom RBAC lets label the namespace is refused by the webhook.
+    let user = format!("ns-admin-{}", ns.name());
+    let rbac = format!(
+        "apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {{name: {user}}}
+rules: [{{apiGroups: [\"\"], resources: [namespaces], resourceNames: [{ns}], verbs: [get, patch]}}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {{name: {user}}}
+roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: {user}}}
+subjects: [{{apiGroup: rbac.authorization.k8s.io, kind: User, name: {user}}}]
+",
+        ns = ns.name()
+    );
+    cluster.apply_yaml("default", &rbac).await.unwrap();
+    let as_admin = |label: &str| {
+        let (cluster, ns, user, label) = (
+            &cluster,
+            ns.name().to_string(),
+            user.clone(),
+            label.to_string(),
+        );
+        async move {
+            let args = [
+                "label",
+                "namespace",
+                &ns,
+                &label,
+                "--overwrite",
+                "--as",
+                &user,
+                "--as-group",
+                "system:authenticated",
+            ];
+            cluster.kubectl(&args, "").await.unwrap()
+        }
+    };
+    poll(
+        "RBAC lets the namespace administrator label it",
+        Duration::from_secs(10),
+        || async { Ok(as_admin("team=i").await.success.then_some(())) },
+    )
+    .await
+    .unwrap();
+    let out = as_admin("wi-webhook.dev/ignore=true").await;
+    assert!(!out.success, "labelled: {}", out.stdout);
+    assert!(
+        out.stderr.contains("[pool-namespace-ignored]"),
+        "{}",
+        out.stderr
+    );
+    let _ = cluster
+        .kubectl(
+            &[
+                "delete",
+                "clusterrole,clusterrolebinding",
+                &user,
+                "--ignore-not-found",
+            ],
+            "",
+        )
+        .await;
+    // Nor may the cluster administrator.
     let out = label("true").await;
     assert!(!out.success, "labelled: {}", out.stdout);
     assert!(

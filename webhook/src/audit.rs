@@ -10,6 +10,7 @@ use crate::admission::Admitter;
 use crate::config::MutationConfig;
 use crate::offline::ClusterState;
 use crate::pod::PodView;
+use crate::policy::reserved::Reserved;
 use crate::policy::{POLICY_RULE, Pool, rules};
 use crate::workloads::ObjectId;
 
@@ -122,6 +123,27 @@ impl Auditor {
     }
 }
 
+/// The findings of one AgentPool: namespaces no pool may name (`reasons` by namespace, as
+/// `policy::reserved` gives them).
+pub fn pool_findings(pool: &Pool, source: &str, reasons: &[String]) -> Vec<Finding> {
+    if reasons.is_empty() {
+        return Vec::new();
+    }
+    vec![Finding {
+        api_version: format!("{}/v1alpha1", crate::policy::crd::GROUP),
+        kind: "AgentPool".into(),
+        namespace: String::new(),
+        name: pool.name.clone(),
+        uid: None,
+        source: source.to_string(),
+        pool: pool.name.clone(),
+        team: pool.team.clone(),
+        rule: rules::rule::RESERVED_NAMESPACE.into(),
+        enforcement: pool.enforcement.as_str().into(),
+        message: Reserved::message(&pool.name, reasons),
+    }]
+}
+
 /// A readable table: object, namespace, pool, team, rule, message.
 pub fn table(findings: &[Finding]) -> String {
     let header = ["OBJECT", "NAMESPACE", "POOL", "TEAM", "RULE", "MESSAGE"];
@@ -162,7 +184,8 @@ pub fn table(findings: &[Finding]) -> String {
     out
 }
 
-/// wgpolicyk8s.io/v1alpha2 PolicyReports, one per namespace, as Policy Reporter reads them.
+/// wgpolicyk8s.io/v1alpha2 PolicyReports, one per namespace (a ClusterPolicyReport for
+/// AgentPools), as Policy Reporter reads them.
 pub fn policy_reports(findings: &[Finding], timestamp_seconds: i64) -> Vec<Value> {
     let mut by_namespace: std::collections::BTreeMap<&str, Vec<&Finding>> = Default::default();
     for f in findings {
@@ -175,9 +198,11 @@ pub fn policy_reports(findings: &[Finding], timestamp_seconds: i64) -> Vec<Value
                 .iter()
                 .map(|f| {
                     let mut resource = serde_json::json!({
-                        "apiVersion": f.api_version, "kind": f.kind,
-                        "name": f.name, "namespace": f.namespace,
+                        "apiVersion": f.api_version, "kind": f.kind, "name": f.name,
                     });
+                    if !f.namespace.is_empty() {
+                        resource["namespace"] = f.namespace.clone().into();
+                    }
                     if let Some(uid) = &f.uid {
                         resource["uid"] = uid.clone().into();
                     }
@@ -199,24 +224,22 @@ pub fn policy_reports(findings: &[Finding], timestamp_seconds: i64) -> Vec<Value
                     })
                 })
                 .collect();
-            let mut report = serde_json::json!({
+            // Findings of no namespace (AgentPools, Azure identities) go to a ClusterPolicyReport.
+            let mut metadata = serde_json::json!({
+                "name": "wi-webhook-pool-isolation",
+                "labels": {"app.kubernetes.io/managed-by": "wi-webhook"},
+            });
+            if !namespace.is_empty() {
+                metadata["namespace"] = namespace.into();
+            }
+            let kind = if namespace.is_empty() { "ClusterPolicyReport" } else { "PolicyReport" };
+            let report = serde_json::json!({
                 "apiVersion": "wgpolicyk8s.io/v1alpha2",
-                "kind": "PolicyReport",
-                "metadata": {
-                    "name": "wi-webhook-pool-isolation",
-                    "namespace": namespace,
-                    "labels": {"app.kubernetes.io/managed-by": "wi-webhook"},
-                },
+                "kind": kind,
+                "metadata": metadata,
                 "summary": {"pass": 0, "fail": results.len(), "warn": 0, "error": 0, "skip": 0},
                 "results": results,
             });
-            // Findings of no namespace (an Azure identity) go to the cluster-scoped report.
-            if namespace.is_empty() {
-                report["kind"] = "ClusterPolicyReport".into();
-                report["metadata"]
-                    .as_object_mut()
-                    .map(|m| m.remove("namespace"));
-            }
             report
         })
         .collect()

@@ -81,7 +81,11 @@ pub fn spawn(client: Client, policy: Policy, names: Names, metrics: Arc<crate::a
                         .scoped_namespaces
                         .set(namespaces.len() as i64);
                     if patched {
-                        tracing::info!(namespaces = ?namespaces, "webhooks scoped to the pools' namespaces");
+                        tracing::info!(
+                            namespaces = namespaces.len(),
+                            "webhooks scoped to the pools' namespaces"
+                        );
+                        tracing::debug!(namespaces = ?namespaces, "pool namespaces");
                     }
                     backoff = Duration::from_secs(1);
                     RESYNC

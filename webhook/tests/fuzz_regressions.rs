@@ -132,9 +132,9 @@ async fn a_pool_identity_shared_with_an_enforced_pool_is_denied_on_the_first_pas
              own agents may use it: remove it, or run the pod in the pool's namespaces \
              (ado-agents-omtest1); [pool-conflict] pod ado-agents-omtest2/agent-0 belongs to \
              pool omtest2 (team platform-canary), which shares clientId \
-             6f1a3f4e-2b7c-4f0e-9a51-3c2d1e0f9a8b with pool omtest1; pods of conflicting pools \
-             are denied until the AgentPools are fixed: give one of the two AgentPools another \
-             managed identity"
+             6f1a3f4e-2b7c-4f0e-9a51-3c2d1e0f9a8b with the older pool omtest1; the newer \
+             pool's pods are denied until the AgentPools are fixed: give one of the two \
+             AgentPools another managed identity"
         )
     );
     assert!(response.get("patch").is_none());

@@ -202,6 +202,7 @@ const POD: Gvk = ("", "v1", "Pod", "pods");
 const DEPLOYMENT: Gvk = ("apps", "v1", "Deployment", "deployments");
 const CRONJOB: Gvk = ("batch", "v1", "CronJob", "cronjobs");
 const AGENTPOOL: Gvk = ("wi-webhook.dev", "v1alpha1", "AgentPool", "agentpools");
+const NAMESPACE: Gvk = ("", "v1", "Namespace", "namespaces");
 
 struct Req {
     gvk: Gvk,
@@ -993,6 +994,55 @@ async fn agentpool_without_conflict_is_allowed_and_updating_a_pool_is_not_a_conf
     let mut new = old.clone();
     new["spec"]["enforcement"] = json!("Warn");
     assert_allowed_plain(&validate(&state, &Req::update(AGENTPOOL, "", new, old)).await);
+}
+
+#[tokio::test]
+async fn agentpool_naming_kube_system_is_refused() {
+    let state = state(Enforcement::Enforce);
+    let pool = agent_pool(
+        "newcomers",
+        "5c4b3a29-1807-4f6e-9d5c-4b3a29180706",
+        &["ado-agents-newcomers", "kube-system"],
+    );
+    let response = validate(&state, &Req::create(AGENTPOOL, "", pool)).await;
+    assert_eq!(response["allowed"], json!(false), "{response}");
+    assert_eq!(response["status"]["code"], json!(403), "{response}");
+    let message = response["status"]["message"].as_str().unwrap();
+    assert!(message.contains("[pool-reserved-namespace]"), "{message}");
+    assert!(message.contains("kube-system"), "{message}");
+}
+
+#[tokio::test]
+async fn a_pools_namespace_labelled_ignored_is_refused_others_are_not() {
+    let state = state(Enforcement::Enforce);
+    let namespace = |name: &str, ignore: &str| {
+        json!({"apiVersion": "v1", "kind": "Namespace",
+               "metadata": {"name": name, "labels": {"wi-webhook.dev/ignore": ignore}}})
+    };
+    let response = validate(
+        &state,
+        &Req::create(NAMESPACE, "", namespace(OM_NS, "true")),
+    )
+    .await;
+    assert_eq!(response["allowed"], json!(false), "{response}");
+    let message = response["status"]["message"].as_str().unwrap();
+    assert!(message.contains("[pool-namespace-ignored]"), "{message}");
+    assert!(message.contains("AgentPool omtest1"), "{message}");
+    // Another value does not opt out; a namespace of no pool may opt out.
+    assert_allowed_plain(
+        &validate(
+            &state,
+            &Req::create(NAMESPACE, "", namespace(OM_NS, "false")),
+        )
+        .await,
+    );
+    assert_allowed_plain(
+        &validate(
+            &state,
+            &Req::create(NAMESPACE, "", namespace("apps", "true")),
+        )
+        .await,
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 //! Faults through the real control plane (docs/reliability.md, "Faults"): the API server
-//! stopped for 30 s, SIGTERM under load, the webhook down under failurePolicy Fail, and a
-//! flood beyond the webhook's capacity.
+//! stopped for 30 s, SIGTERM under load, the webhook down under failurePolicy Fail (and the
+//! pool checks failing closed in pools' namespaces only), and a flood beyond the webhook's
+//! capacity.
 //!
 //! They stop the API server or the webhook, so each test starts a control plane of its own
 //! (`wi_e2e::private_cluster`: `run.sh up` in a temporary directory, its own ports) and runs

@@ -158,11 +158,7 @@ impl Admitter {
             decision.result = Err(Denial {
                 code: 403,
                 rule: rules::rule::RESERVED_NAMESPACE,
-                message: format!(
-                    "AgentPool {}: {}; the webhook does not guard pods there, so no pool may run in it: choose another namespace",
-                    pool.name,
-                    reserved.join("; ")
-                ),
+                message: policy::reserved::Reserved::message(&pool.name, &reserved),
             });
             return decision;
         }

@@ -14,6 +14,7 @@ use crate::config::MutationConfig;
 use crate::inputs;
 use crate::offline::ClusterState;
 use crate::policy::crd::AgentPool;
+use crate::policy::reserved::Reserved;
 use crate::policy::{Policy, Pool};
 use crate::workloads::ObjectId;
 
@@ -150,6 +151,23 @@ pub fn audit_files(args: &AuditArgs) -> Run {
         .iter()
         .flat_map(|d| auditor.audit(&d.value, &d.source, default_namespace))
         .collect();
+    // AgentPools naming a namespace the webhook does not guard (by name: files hold no
+    // namespace labels).
+    for d in &docs {
+        let pool = serde_json::from_value::<AgentPool>(d.value.clone())
+            .ok()
+            .filter(|_| crate::inputs::kind(&d.value) == "AgentPool")
+            .and_then(|p| Pool::from_resource(&p));
+        if let Some(pool) = pool {
+            let reserved = Reserved::default();
+            let reasons: Vec<String> = pool
+                .namespaces
+                .iter()
+                .filter_map(|n| reserved.fixed(n))
+                .collect();
+            findings.extend(audit::pool_findings(&pool, &d.source, &reasons));
+        }
+    }
     let mut stderr = String::new();
     if !args.credentials.is_empty() {
         let Some(issuer) = &args.issuer else {
@@ -253,6 +271,20 @@ async fn audit_cluster_inner(args: &AuditArgs) -> anyhow::Result<Run> {
         .iter()
         .filter_map(Pool::from_resource)
         .collect();
+    // AgentPools naming a namespace the webhook does not guard (kube-system, or labelled
+    // ignored).
+    let reserved = Reserved {
+        own_namespace: None,
+        namespaces: Some(Api::all(client.clone())),
+    };
+    let mut pool_findings = Vec::new();
+    for pool in &pools {
+        let mut reasons = Vec::new();
+        for ns in &pool.namespaces {
+            reasons.extend(reserved.why(ns).await);
+        }
+        pool_findings.extend(audit::pool_findings(pool, "cluster", &reasons));
+    }
     let sa_api: Api<PartialObjectMeta<ServiceAccount>> = match ns {
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
@@ -278,7 +310,7 @@ async fn audit_cluster_inner(args: &AuditArgs) -> anyhow::Result<Run> {
     // Pods and workloads, page by page: only findings are kept. A terminal sees the count
     // move on one line; a log (CI) gets one line per kind and never a carriage return.
     let live = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let mut findings = Vec::new();
+    let mut findings = pool_findings;
     for (group, version, kind, plural) in kinds() {
         let resource = ApiResource {
             group: group.into(),

@@ -7,6 +7,7 @@
 
 pub mod crd;
 pub mod env;
+mod ephemeral;
 pub mod events;
 pub mod index;
 pub mod reserved;

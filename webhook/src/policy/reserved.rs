@@ -22,11 +22,8 @@ impl Reserved {
     /// Why `namespace` cannot be a pool's, if it cannot. A namespace that cannot be read is
     /// refused too (the check fails closed); one that does not exist yet is fine.
     pub async fn why(&self, namespace: &str) -> Option<String> {
-        if namespace == "kube-system" {
-            return Some("kube-system is the cluster's own namespace".into());
-        }
-        if self.own_namespace.as_deref() == Some(namespace) {
-            return Some(format!("{namespace} is the webhook's own namespace"));
+        if let Some(why) = self.fixed(namespace) {
+            return Some(why);
         }
         let api = self.namespaces.as_ref()?;
         match tokio::time::timeout(LOOKUP_TIMEOUT, api.get_opt(namespace)).await {
@@ -37,6 +34,27 @@ impl Reserved {
             Ok(Err(e)) => Some(format!("namespace {namespace} cannot be read ({e})")),
             Err(_) => Some(format!("namespace {namespace} cannot be read (timed out)")),
         }
+    }
+}
+
+impl Reserved {
+    /// Why `namespace` cannot be a pool's, by its name alone.
+    pub fn fixed(&self, namespace: &str) -> Option<String> {
+        if namespace == "kube-system" {
+            return Some("kube-system is the cluster's own namespace".into());
+        }
+        if self.own_namespace.as_deref() == Some(namespace) {
+            return Some(format!("{namespace} is the webhook's own namespace"));
+        }
+        None
+    }
+
+    /// The message of an AgentPool that names reserved namespaces (`reasons`).
+    pub fn message(pool: &str, reasons: &[String]) -> String {
+        format!(
+            "AgentPool {pool}: {}; the webhook does not guard pods there, so no pool may run in it: choose another namespace",
+            reasons.join("; ")
+        )
     }
 }
 

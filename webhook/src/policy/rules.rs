@@ -13,6 +13,8 @@ use crate::mutation::identity;
 use crate::pod::{ContainerList, PodView, container_name};
 use crate::serviceaccounts::SaAnnotations;
 
+pub use super::ephemeral::ephemeral_added;
+
 /// Rule ids: stable, printed in every message, used as metric labels.
 pub mod rule {
     /// The namespace, the pool label and AZP_POOL name different pools.
@@ -95,7 +97,7 @@ pub struct Evaluation {
     pub notes: Vec<(&'static str, String)>,
 }
 
-fn violation(pool: &Pool, rule: &'static str, message: String) -> Violation {
+pub(super) fn violation(pool: &Pool, rule: &'static str, message: String) -> Violation {
     Violation {
         rule,
         pool: pool.name.clone(),
@@ -398,32 +400,4 @@ pub fn evaluate(index: &PoolIndex, s: &Subject<'_>) -> Evaluation {
         violations: out.into_iter().collect(),
         notes,
     }
-}
-
-/// `kubectl debug` on a pool's pod: ephemeral containers that `new` has and `old` had not.
-pub fn ephemeral_added(
-    pool: &Pool,
-    new: &PodView<'_>,
-    old: Option<&PodView<'_>>,
-) -> Option<Violation> {
-    let before: BTreeSet<&str> = old
-        .map(|o| {
-            o.containers(ContainerList::Ephemeral)
-                .unwrap_or(&[])
-                .iter()
-                .map(container_name)
-                .collect()
-        })
-        .unwrap_or_default();
-    let added: Vec<&str> = new
-        .containers(ContainerList::Ephemeral)
-        .unwrap_or(&[])
-        .iter()
-        .map(container_name)
-        .filter(|n| !before.contains(n))
-        .collect();
-    (!added.is_empty()).then(|| violation(pool, rule::EPHEMERAL, format!(
-        "pod {} of pool {} (team {}): ephemeral container {} would read the pool's token; debug a copy of the pod outside the pool's namespaces instead",
-        new.display(), pool.name, pool.team, added.join(", ")
-    )))
 }
