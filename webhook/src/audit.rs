@@ -225,13 +225,11 @@ pub fn policy_reports(findings: &[Finding], timestamp_seconds: i64) -> Vec<Value
                 })
                 .collect();
             // Findings of no namespace (AgentPools, Azure identities) go to a ClusterPolicyReport.
-            let mut metadata = serde_json::json!({
-                "name": "wi-webhook-pool-isolation",
-                "labels": {"app.kubernetes.io/managed-by": "wi-webhook"},
-            });
+            let mut metadata = serde_json::json!({"name": "wi-webhook-pool-isolation"});
             if !namespace.is_empty() {
                 metadata["namespace"] = namespace.into();
             }
+            metadata["labels"] = serde_json::json!({"app.kubernetes.io/managed-by": "wi-webhook"});
             let kind = if namespace.is_empty() { "ClusterPolicyReport" } else { "PolicyReport" };
             let report = serde_json::json!({
                 "apiVersion": "wgpolicyk8s.io/v1alpha2",
