@@ -6,6 +6,7 @@
 //! means the webhook was exercised through a real API server.
 
 pub mod admission_client;
+pub mod agentpools;
 pub mod extra_webhook;
 pub mod h2_client;
 pub mod pods;
@@ -339,6 +340,8 @@ pub struct LoggedDecision {
     /// `mutated`, `allowed` or `denied`.
     pub decision: String,
     pub dry_run: bool,
+    /// The webhook path that decided (`/mutate`, `/validate`, `/paths`).
+    pub endpoint: String,
     pub line: String,
 }
 
@@ -410,6 +413,7 @@ fn parse_decision(line: &str, ns: &str) -> Option<LoggedDecision> {
         name: field("name").unwrap_or_default(),
         decision: field("decision")?,
         dry_run: field("dry_run").is_some_and(|v| v == "true"),
+        endpoint: field("endpoint").unwrap_or_default(),
         line: line.to_owned(),
     })
 }

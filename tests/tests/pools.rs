@@ -9,37 +9,13 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
-use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
+use kube::core::DynamicObject;
 use serde_json::{Value, json};
+use wi_e2e::agentpools::{agentpool_resource as pool_resource, guid};
 use wi_e2e::pods::{self, Identity};
 use wi_e2e::{Cluster, cluster, poll};
 
 const POOL_LABEL: &str = "wi-webhook.dev/agent-pool";
-
-fn pool_resource() -> ApiResource {
-    ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk("wi-webhook.dev", "v1alpha1", "AgentPool"),
-        "agentpools",
-    )
-}
-
-/// A GUID unique to this run and `seed`.
-fn guid(seed: &str) -> String {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    (seed, std::process::id(), std::time::SystemTime::now()).hash(&mut h);
-    let a = h.finish();
-    seed.hash(&mut h);
-    let b = h.finish();
-    format!(
-        "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
-        a >> 32,
-        (a >> 16) & 0xffff,
-        a & 0xffff,
-        b >> 48,
-        b & 0xffff_ffff_ffff
-    )
-}
 
 /// Deletes the AgentPools a test made, also when it fails.
 struct Pools {
@@ -116,6 +92,8 @@ fn pool_spec(
         "namespaces": [namespace],
         "serviceAccounts": ["agent"],
         "enforcement": enforcement,
+        // These tests create pool pods directly, as the admin: a listed pod creator.
+        "access": {"podCreators": [{"kind": "User", "name": "admin"}]},
     })
 }
 

@@ -22,7 +22,15 @@ pub struct ViolationLabels {
     pub enforcement: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GrantLabels {
+    pub pool: String,
+    pub rule: String,
+}
+
 pub struct Metrics {
+    /// Uses of an AgentPool's break-glass lists (`spec.access`), by pool and rule.
+    pub access_grants: Family<GrantLabels, Counter>,
     /// Pool violations found, by pool, rule and enforcement (also in Audit mode).
     pub violations: Family<ViolationLabels, Counter>,
     pub pools: Gauge,
@@ -77,6 +85,12 @@ impl Default for Metrics {
             "Pool isolation violations found, by pool, rule and enforcement",
             violations.clone(),
         );
+        let access_grants = Family::<GrantLabels, Counter>::default();
+        registry.register(
+            "pool_access_grants",
+            "Requests allowed because an AgentPool's break-glass list (spec.access) names the requester, by pool and rule",
+            access_grants.clone(),
+        );
         let pools = Gauge::default();
         registry.register(
             "agentpools",
@@ -90,6 +104,7 @@ impl Default for Metrics {
             pool_conflicts.clone(),
         );
         Metrics {
+            access_grants,
             violations,
             pools,
             pool_conflicts,
@@ -127,6 +142,15 @@ impl Metrics {
                 pool: pool.to_string(),
                 rule: rule.to_string(),
                 enforcement: enforcement.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn grant(&self, pool: &str, rule: &str) {
+        self.access_grants
+            .get_or_create(&GrantLabels {
+                pool: pool.to_string(),
+                rule: rule.to_string(),
             })
             .inc();
     }

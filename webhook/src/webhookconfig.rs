@@ -14,6 +14,11 @@
 //!   CronJob CREATE/UPDATE) with failurePolicy Ignore: it only gives early feedback, the pods
 //!   are checked anyway, so a webhook outage must not block every rollout in the cluster;
 //!   `agentpools.wi-webhook.dev` (conflicting AgentPools), fail closed.
+//! - Validating, the other paths to a pool pod's token (`/paths`), fail closed, named
+//!   `<path>.pool-namespaces.wi-webhook.dev`: `shell` (pods/exec, attach, portforward
+//!   CONNECT), `token-requests` (serviceaccounts/token CREATE), `pod-updates` (pod UPDATE)
+//!   and `pod-origin` (pod CREATE). Their namespaceSelector here is the pod webhooks';
+//!   the running webhook narrows it to the pools' namespaces.
 //!
 //! Pod webhooks skip kube-system and the webhook's own namespace, so the webhook can always
 //! (re)start; the label `wi-webhook.dev/ignore: "true"` on a namespace opts it out too.
@@ -208,6 +213,40 @@ pub fn validating(o: &Options) -> ValidatingWebhookConfiguration {
         Some(use_label("NotIn")),
     );
     unlabelled.failure_policy = Some("Ignore".into());
+    // Until the running webhook narrows them to the pools' namespaces, they skip what every
+    // pod webhook skips: with failurePolicy Fail on pod CREATE, the webhook's own pods must
+    // never wait for the webhook.
+    let pool_paths = |name: &str, rules| ValidatingWebhook {
+        name: format!("{name}.pool-namespaces.wi-webhook.dev"),
+        client_config: o.client("/paths"),
+        ..pods(name, rules, None)
+    };
+    let shell = pool_paths(
+        "shell",
+        vec![rule(
+            &[""],
+            &["pods/exec", "pods/attach", "pods/portforward"],
+            &["CONNECT"],
+            "Namespaced",
+        )],
+    );
+    let tokens = pool_paths(
+        "token-requests",
+        vec![rule(
+            &[""],
+            &["serviceaccounts/token"],
+            &["CREATE"],
+            "Namespaced",
+        )],
+    );
+    let updates = pool_paths(
+        "pod-updates",
+        vec![rule(&[""], &["pods"], &["UPDATE"], "Namespaced")],
+    );
+    let origin = pool_paths(
+        "pod-origin",
+        vec![rule(&[""], &["pods"], &["CREATE"], "Namespaced")],
+    );
     ValidatingWebhookConfiguration {
         metadata: ObjectMeta {
             name: Some(CONFIGURATION_NAME.into()),
@@ -227,6 +266,10 @@ pub fn validating(o: &Options) -> ValidatingWebhookConfiguration {
             ),
             workloads,
             pools,
+            shell,
+            tokens,
+            updates,
+            origin,
         ]),
     }
 }
@@ -254,4 +297,65 @@ fn with_kind<T: serde::Serialize>(object: &T, kind: &str) -> serde_json::Value {
     out.insert("kind".into(), kind.into());
     out.append(map);
     serde_json::Value::Object(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pool_paths_fail_closed_on_their_own_endpoint() {
+        let o = Options {
+            target: Target::Url("https://127.0.0.1:9443".into()),
+            ca_bundle: None,
+            timeout_seconds: 10,
+        };
+        let webhooks = validating(&o).webhooks.unwrap();
+        let paths: Vec<(String, Vec<String>, Vec<String>)> = webhooks
+            .iter()
+            .filter(|w| w.name.ends_with(".pool-namespaces.wi-webhook.dev"))
+            .map(|w| {
+                assert_eq!(w.failure_policy.as_deref(), Some("Fail"), "{}", w.name);
+                assert_eq!(
+                    w.client_config.url.as_deref(),
+                    Some("https://127.0.0.1:9443/paths")
+                );
+                let rule = &w.rules.as_ref().unwrap()[0];
+                (
+                    w.name.clone(),
+                    rule.resources.clone().unwrap(),
+                    rule.operations.clone().unwrap(),
+                )
+            })
+            .collect();
+        let strings = |s: &[&str]| s.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            paths,
+            vec![
+                (
+                    "shell.pool-namespaces.wi-webhook.dev".into(),
+                    strings(&["pods/exec", "pods/attach", "pods/portforward"]),
+                    strings(&["CONNECT"])
+                ),
+                (
+                    "token-requests.pool-namespaces.wi-webhook.dev".into(),
+                    strings(&["serviceaccounts/token"]),
+                    strings(&["CREATE"])
+                ),
+                (
+                    "pod-updates.pool-namespaces.wi-webhook.dev".into(),
+                    strings(&["pods"]),
+                    strings(&["UPDATE"])
+                ),
+                (
+                    "pod-origin.pool-namespaces.wi-webhook.dev".into(),
+                    strings(&["pods"]),
+                    strings(&["CREATE"])
+                ),
+            ]
+        );
+        // Added after the existing webhooks, which keep their order.
+        assert_eq!(webhooks[0].name, "unlabelled-pods.wi-webhook.dev");
+        assert_eq!(webhooks[3].name, "agentpools.wi-webhook.dev");
+    }
 }

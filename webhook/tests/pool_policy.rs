@@ -49,6 +49,7 @@ fn omtest1(enforcement: Enforcement) -> Pool {
         namespaces: vec![OM_NS.into()],
         service_accounts: vec![OM_SA.into()],
         enforcement,
+        access: Default::default(),
     }
 }
 
@@ -61,6 +62,7 @@ fn payments(enforcement: Enforcement) -> Pool {
         namespaces: vec![PAY_NS.into()],
         service_accounts: vec![PAY_SA.into(), "nightly".into()],
         enforcement,
+        access: Default::default(),
     }
 }
 

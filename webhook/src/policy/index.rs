@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
-use super::crd::{AgentPool, Enforcement, PoolConflict};
+use super::crd::{AgentPool, Enforcement, PoolAccess, PoolConflict};
 
 /// What the decision needs of one AgentPool.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -16,6 +16,8 @@ pub struct Pool {
     pub namespaces: Vec<String>,
     pub service_accounts: Vec<String>,
     pub enforcement: Enforcement,
+    /// Who else may reach the pool's token (break-glass lists).
+    pub access: PoolAccess,
 }
 
 impl Pool {
@@ -28,6 +30,7 @@ impl Pool {
             namespaces: p.spec.namespaces.clone(),
             service_accounts: p.spec.service_accounts.clone(),
             enforcement: p.spec.enforcement,
+            access: p.spec.access.clone(),
         })
     }
 }

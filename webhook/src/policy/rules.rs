@@ -32,8 +32,18 @@ pub mod rule {
     pub const EPHEMERAL: &str = "ephemeral-container";
     /// The pod's pool shares a namespace or its client id with another pool.
     pub const CONFLICT: &str = "pool-conflict";
+    /// exec, attach or port-forward into a pool's pod by a subject not in `spec.access.shell`.
+    pub const SHELL_ACCESS: &str = "pool-shell-access";
+    /// A token requested for a pool's ServiceAccount by neither a kubelet nor a subject in
+    /// `spec.access.tokenRequesters`.
+    pub const TOKEN_REQUEST: &str = "pool-token-request";
+    /// An UPDATE of a pool's pod that changes an image or what the pool checks read.
+    pub const POD_UPDATE: &str = "pool-pod-update";
+    /// A pod created in a pool's namespace by neither a workload controller nor a subject in
+    /// `spec.access.podCreators`.
+    pub const POD_ORIGIN: &str = "pool-pod-origin";
 
-    pub const ALL: [&str; 8] = [
+    pub const ALL: [&str; 12] = [
         CLAIMS_DISAGREE,
         SERVICE_ACCOUNT,
         IDENTITY_MISMATCH,
@@ -42,7 +52,16 @@ pub mod rule {
         ENV_REFERENCE,
         EPHEMERAL,
         CONFLICT,
+        SHELL_ACCESS,
+        TOKEN_REQUEST,
+        POD_UPDATE,
+        POD_ORIGIN,
     ];
+
+    /// The rules decided by the request (who asks, and what the object was before), which
+    /// a manifest or a stored object cannot show: the offline and cluster audits never
+    /// report them.
+    pub const REQUEST_ONLY: [&str; 4] = [SHELL_ACCESS, TOKEN_REQUEST, POD_UPDATE, POD_ORIGIN];
 }
 
 /// One broken rule, attributed to the pool whose enforcement mode decides what it does.
@@ -82,7 +101,7 @@ pub struct Evaluation {
     pub violations: Vec<Violation>,
 }
 
-fn violation(pool: &Pool, rule: &'static str, message: String) -> Violation {
+pub(super) fn violation(pool: &Pool, rule: &'static str, message: String) -> Violation {
     Violation {
         rule,
         pool: pool.name.clone(),

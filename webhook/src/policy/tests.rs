@@ -23,6 +23,7 @@ fn pool(name: &str, client_id: &str, namespaces: &[&str]) -> Pool {
         namespaces: namespaces.iter().map(|s| s.to_string()).collect(),
         service_accounts: vec![format!("agent-{name}")],
         enforcement: Enforcement::Enforce,
+        access: Default::default(),
     }
 }
 
