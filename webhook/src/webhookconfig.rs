@@ -15,8 +15,8 @@
 //!   are checked anyway, so a webhook outage must not block every rollout in the cluster;
 //!   `agentpools.wi-webhook.dev` (conflicting AgentPools), fail closed.
 //! - Validating, the other paths to a pool pod's token (`/paths`), fail closed, named
-//!   `<path>.pool-namespaces.wi-webhook.dev`: `shell` (pods/exec, attach, portforward
-//!   CONNECT), `token-requests` (serviceaccounts/token CREATE), `pod-updates` (pod UPDATE)
+//!   `<path>.pool-namespaces.wi-webhook.dev`: `shell` (pods/exec, attach, portforward,
+//!   proxy and services/proxy CONNECT), `token-requests` (serviceaccounts/token CREATE), `pod-updates` (pod UPDATE)
 //!   and `pod-origin` (pod CREATE). Their namespaceSelector here is the pod webhooks';
 //!   the running webhook narrows it to the pools' namespaces.
 //!
@@ -225,7 +225,13 @@ pub fn validating(o: &Options) -> ValidatingWebhookConfiguration {
         "shell",
         vec![rule(
             &[""],
-            &["pods/exec", "pods/attach", "pods/portforward"],
+            &[
+                "pods/exec",
+                "pods/attach",
+                "pods/portforward",
+                "pods/proxy",
+                "services/proxy",
+            ],
             &["CONNECT"],
             "Namespaced",
         )],
@@ -334,7 +340,13 @@ mod tests {
             vec![
                 (
                     "shell.pool-namespaces.wi-webhook.dev".into(),
-                    strings(&["pods/exec", "pods/attach", "pods/portforward"]),
+                    strings(&[
+                        "pods/exec",
+                        "pods/attach",
+                        "pods/portforward",
+                        "pods/proxy",
+                        "services/proxy"
+                    ]),
                     strings(&["CONNECT"])
                 ),
                 (

@@ -1,4 +1,5 @@
-//! `pool-shell-access`: exec, attach and port-forward into a pool's pod.
+//! `pool-shell-access`: exec, attach and port-forward into a pool's pod, and the API
+//! server's proxy to its pods and Services (which reaches the identity proxy sidecar).
 
 use serde_json::json;
 use wi_e2e::cluster;
@@ -124,4 +125,69 @@ async fn shell_access_is_the_pool_teams_break_glass() {
         ),
         "no Audit violation counted"
     );
+}
+
+/// GET through the API server's proxy to `resource` `name` (port 8000, the identity proxy
+/// sidecar's default) as `user`: the error kubectl prints. (kubectl, not kube-rs, whose
+/// client retries the 503 of a Service without endpoints.)
+async fn proxy(cluster: &Cluster, user: &str, ns: &str, resource: &str, name: &str) -> String {
+    let url = format!(
+        "/api/v1/namespaces/{ns}/{resource}/{name}:8000/proxy/metadata/identity/oauth2/token"
+    );
+    let out = cluster
+        .kubectl_as(user, &[], &["get", "--raw", &url], "")
+        .await
+        .unwrap();
+    assert!(
+        !out.success,
+        "proxy to {resource} {ns}/{name} as {user}: {}",
+        out.stdout
+    );
+    out.stderr
+}
+
+#[tokio::test]
+async fn the_api_servers_proxy_into_a_pool_is_break_glass_too() {
+    let cluster = cluster().await;
+    let pool = cluster
+        .pool_namespace(
+            "proxy",
+            json!({"shell": [{"kind": "User", "name": "alice"}]}),
+            "Enforce",
+        )
+        .await;
+    let ns = pool.name().to_string();
+    allow(
+        &cluster,
+        &pool,
+        "proxy",
+        json!([{"apiGroups": [""], "resources": ["pods/proxy", "services/proxy"], "verbs": ["get", "create"]}]),
+        &["dev", "alice"],
+        None,
+    )
+    .await;
+    let agent = pool.agents(&cluster, "agents", 1, json!({})).await.unwrap()[0]
+        .metadata
+        .name
+        .clone()
+        .unwrap();
+    let service = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "agents"},
+        "spec": {"selector": {"app": "agents"}, "ports": [{"port": 8000}]}});
+    cluster
+        .apply_yaml(&ns, &serde_yaml::to_string(&service).unwrap())
+        .await
+        .unwrap();
+    for (resource, name) in [("pods", agent.as_str()), ("services", "agents")] {
+        let err = proxy(&cluster, "dev", &ns, resource, name).await;
+        assert!(
+            err.contains(&denied_by("shell")) && err.contains("[pool-shell-access]"),
+            "{resource} proxy as dev: {err}"
+        );
+        // The listed user is admitted; the pod has no address to reach.
+        let err = proxy(&cluster, "alice", &ns, resource, name).await;
+        assert!(
+            !err.contains("[pool-shell-access]") && !err.contains("denied the request"),
+            "{resource} proxy as alice: {err}"
+        );
+    }
 }

@@ -1,5 +1,6 @@
 //! The paths to a pool pod's token besides the pod's own configuration (`/paths`): shell
-//! access (`pods/exec`, `attach`, `portforward`), TokenRequest for a pool's ServiceAccount,
+//! access (`pods/exec`, `attach`, `portforward`, `proxy`, and `services/proxy`),
+//! TokenRequest for a pool's ServiceAccount,
 //! pod UPDATE, and pods created by hand. The rules (`policy::{shell, tokens, update,
 //! origin}`) decide from the request alone; this layer only gathers what they read.
 //!
@@ -37,10 +38,17 @@ impl Admitter {
         let index = self.policy.snapshot();
         let sub = req.sub_resource.as_deref();
         let (what, check) = match (resource.resource.as_str(), sub, &req.operation) {
-            ("pods", Some(verb @ ("exec" | "attach" | "portforward")), Operation::Connect) => (
-                format!("{verb} into pod {namespace}/{}", req.name),
-                shell::check(&index, &namespace, &req.name, verb, &requester),
-            ),
+            (
+                resource @ ("pods" | "services"),
+                Some(verb @ ("exec" | "attach" | "portforward" | "proxy")),
+                Operation::Connect,
+            ) => {
+                let kind = if resource == "pods" { "pod" } else { "service" };
+                (
+                    format!("{verb} into {kind} {namespace}/{}", req.name),
+                    shell::check(&index, &namespace, kind, &req.name, verb, &requester),
+                )
+            }
             ("serviceaccounts", Some("token"), Operation::Create) => (
                 format!("TokenRequest for ServiceAccount {namespace}/{}", req.name),
                 tokens::check(&index, &namespace, &req.name, &requester),

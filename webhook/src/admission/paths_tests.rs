@@ -205,6 +205,16 @@ fn each_path_reaches_its_rule_and_other_requests_pass() {
     );
     assert!(futures::executor::block_on(enforce.review_paths(&half)).is_err());
 
+    // The API server's proxy to a pool's pod or Service reaches the identity proxy sidecar.
+    for resource in ["pods", "services"] {
+        let body = review(resource, Some("proxy"), "CONNECT", dev.clone(), json!({}));
+        let message = answer(&enforce, &body).1["status"]["message"].clone();
+        assert!(
+            message.as_str().unwrap().contains("[pool-shell-access]"),
+            "{message}"
+        );
+    }
+
     // Not one of the paths, or not in a pool's namespace: allowed unchanged.
     for body in [
         review("pods", Some("log"), "CONNECT", dev.clone(), json!({})),

@@ -1,6 +1,8 @@
 //! `pool-shell-access`: `kubectl exec`, `attach` and `port-forward` into a pool's pod read
-//! its token (or reach the proxy that serves it), so they are the pool team's break-glass:
-//! only the subjects in the AgentPool's `spec.access.shell` may, each use recorded.
+//! its token, and the API server's proxy to a pool's pod or Service reaches the identity
+//! proxy sidecar that hands out the pool's Azure tokens, so they are the pool team's
+//! break-glass: only the subjects in the AgentPool's `spec.access.shell` may, each use
+//! recorded.
 //!
 //! A CONNECT request carries the options (command, container, ports), not the pod, so the
 //! pod's pool is its namespace's: no read of the pod, nothing to race. The pool's token
@@ -17,11 +19,13 @@ pub const LIST: List = List {
     of: |a| &a.shell,
 };
 
-/// The decision for `verb` (`exec`, `attach`, `portforward`) into pod `namespace/pod`.
+/// The decision for `verb` (`exec`, `attach`, `portforward`, `proxy`) into `kind` (`pod`
+/// or `service`) `namespace/name`.
 pub fn check(
     index: &PoolIndex,
     namespace: &str,
-    pod: &str,
+    kind: &str,
+    name: &str,
     verb: &str,
     requester: &Requester<'_>,
 ) -> Check {
@@ -30,7 +34,7 @@ pub fn check(
     } else {
         verb
     };
-    let action = format!("{verb} into pod {namespace}/{pod}");
+    let action = format!("{verb} into {kind} {namespace}/{name}");
     access::decide(
         index.in_namespace(namespace),
         requester,
@@ -65,7 +69,14 @@ mod tests {
         let admin = vec!["system:masters".to_string()];
         let who = |user, groups| Requester { user, groups };
 
-        let granted = check(&index, "agents", "agent-1", "exec", &who("alice", &oncall));
+        let granted = check(
+            &index,
+            "agents",
+            "pod",
+            "agent-1",
+            "exec",
+            &who("alice", &oncall),
+        );
         assert!(granted.violations.is_empty(), "{granted:?}");
         assert_eq!(granted.grants.len(), 1);
         let g = &granted.grants[0];
@@ -82,8 +93,15 @@ mod tests {
         assert!(g.user.contains("alice"), "{g:?}");
 
         // Cluster admins are not listed: denied like anyone else.
-        for verb in ["exec", "attach", "portforward"] {
-            let denied = check(&index, "agents", "agent-1", verb, &who("root", &admin));
+        for verb in ["exec", "attach", "portforward", "proxy"] {
+            let denied = check(
+                &index,
+                "agents",
+                "pod",
+                "agent-1",
+                verb,
+                &who("root", &admin),
+            );
             assert!(denied.grants.is_empty());
             assert_eq!(denied.violations.len(), 1, "{verb}");
             let v = &denied.violations[0];
@@ -95,7 +113,7 @@ mod tests {
             );
         }
         // Outside the pool's namespaces: not the pool's business.
-        let elsewhere = check(&index, "other", "x", "exec", &who("root", &admin));
+        let elsewhere = check(&index, "other", "pod", "x", "exec", &who("root", &admin));
         assert_eq!(elsewhere, Check::default());
     }
 
@@ -112,8 +130,9 @@ mod tests {
         let r = check(
             &index,
             "shared",
+            "service",
             "x",
-            "exec",
+            "proxy",
             &Requester {
                 user: "alice",
                 groups: &[],
