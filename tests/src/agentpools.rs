@@ -13,6 +13,8 @@ use serde_json::{Value, json};
 
 use crate::{Cluster, WEBHOOK_CONFIGURATION, poll};
 
+pub use crate::pool_namespace::{AGENT_SA, PoolNamespace};
+
 /// Suffix of the webhooks that fail closed in the pools' namespaces.
 pub const POOL_NAMESPACES: &str = ".pool-namespaces.wi-webhook.dev";
 
@@ -55,6 +57,8 @@ pub fn pool_spec(
         "namespaces": [namespace],
         "serviceAccounts": ["agent"],
         "enforcement": enforcement,
+        // The tests create pool pods directly, as the admin: a listed pod creator.
+        "access": {"podCreators": [{"kind": "User", "name": "admin"}]},
     })
 }
 

@@ -10,6 +10,7 @@ pub mod agentpools;
 pub mod extra_webhook;
 pub mod h2_client;
 pub mod pods;
+pub mod pool_namespace;
 pub mod private_cluster;
 
 use std::collections::HashMap;
@@ -340,6 +341,8 @@ pub struct LoggedDecision {
     /// `mutated`, `allowed` or `denied`.
     pub decision: String,
     pub dry_run: bool,
+    /// The webhook path that decided (`/mutate`, `/validate`, `/paths`).
+    pub endpoint: String,
     pub line: String,
 }
 
@@ -411,6 +414,7 @@ fn parse_decision(line: &str, ns: &str) -> Option<LoggedDecision> {
         name: field("name").unwrap_or_default(),
         decision: field("decision")?,
         dry_run: field("dry_run").is_some_and(|v| v == "true"),
+        endpoint: field("endpoint").unwrap_or_default(),
         line: line.to_owned(),
     })
 }

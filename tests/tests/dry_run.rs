@@ -34,7 +34,7 @@ fn assert_dry_run_logged(cluster: &wi_e2e::Cluster, ns: &str) {
         .webhook_decisions(ns)
         .unwrap()
         .into_iter()
-        .filter(|d| d.kind == "Pod" && d.name == "audited")
+        .filter(|d| d.kind == "Pod" && d.name == "audited" && d.endpoint == "/mutate")
         .collect();
     assert!(
         decisions.len() == 1 && decisions[0].dry_run && decisions[0].decision == "mutated",

@@ -43,7 +43,7 @@ async fn decisions(cluster: &wi_e2e::Cluster, ns: &str, n: usize) -> Vec<(String
             let d: Vec<_> = cluster
                 .webhook_decisions(ns)?
                 .into_iter()
-                .filter(|d| d.kind == "Pod" && !d.dry_run)
+                .filter(|d| d.kind == "Pod" && !d.dry_run && d.endpoint == "/mutate")
                 .map(|d| (d.name, d.decision))
                 .collect();
             Ok((d.len() >= n).then_some(d))

@@ -35,11 +35,19 @@ pub struct ScopeLabels {
     pub result: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GrantLabels {
+    pub pool: String,
+    pub rule: String,
+}
+
 pub struct Metrics {
     /// Passes of the scoping task (`crate::scoping`), by result.
     pub scope_syncs: Family<ScopeLabels, Counter>,
     /// Namespaces the fail-closed webhooks are scoped to, as last written.
     pub scoped_namespaces: Gauge,
+    /// Uses of an AgentPool's break-glass lists (`spec.access`), by pool and rule.
+    pub access_grants: Family<GrantLabels, Counter>,
     /// Pool violations found, by pool, rule and enforcement (also in Audit mode).
     pub violations: Family<ViolationLabels, Counter>,
     pub pools: Gauge,
@@ -101,6 +109,12 @@ impl Default for Metrics {
             "Pool isolation violations found, by pool, rule and enforcement",
             violations.clone(),
         );
+        let access_grants = Family::<GrantLabels, Counter>::default();
+        registry.register(
+            "pool_access_grants",
+            "Requests allowed because an AgentPool's break-glass list (spec.access) names the requester, by pool and rule",
+            access_grants.clone(),
+        );
         let pools = Gauge::default();
         registry.register(
             "agentpools",
@@ -146,6 +160,7 @@ impl Default for Metrics {
         Metrics {
             scope_syncs,
             scoped_namespaces,
+            access_grants,
             violations,
             denials,
             shed_requests,
@@ -195,6 +210,15 @@ impl Metrics {
                 pool: pool.to_string(),
                 rule: rule.to_string(),
                 enforcement: enforcement.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn grant(&self, pool: &str, rule: &str) {
+        self.access_grants
+            .get_or_create(&GrantLabels {
+                pool: pool.to_string(),
+                rule: rule.to_string(),
             })
             .inc();
     }

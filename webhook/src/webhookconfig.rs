@@ -20,6 +20,10 @@
 //! pool's namespace: `In` for the pool twin, `NotIn` for the other. The webhook rewrites that
 //! expression as AgentPools come and go (`crate::scoping`); these manifests carry the
 //! placeholder alone.
+//! - Validating, the other paths to a pool pod's token (`/paths`), fail closed, named
+//!   `<path>.pool-namespaces.wi-webhook.dev`: `shell` (pods/exec, attach, portforward,
+//!   proxy and services/proxy CONNECT), `token-requests` (serviceaccounts/token CREATE), `pod-updates` (pod UPDATE)
+//!   and `pod-origin` (pod CREATE). Scoped like the pool twins.
 //!
 //! Pod webhooks skip kube-system and the webhook's own namespace, so the webhook can always
 //! (re)start; the label `wi-webhook.dev/ignore: "true"` on a namespace opts it out too.
@@ -313,6 +317,49 @@ pub fn validating(o: &Options) -> ValidatingWebhookConfiguration {
     namespaces.namespace_selector = Some(scoped(None, "In", &[]));
     let [unlabelled_pool, unlabelled_other] = twins(unlabelled);
     let [workloads_pool, workloads_other] = twins(workloads);
+    // Scoped like the pool twins (the pod webhooks' exclusions and the pools' namespaces), so
+    // the webhook's own pods never wait for the webhook.
+    let pool_paths = |name: &str, rules| {
+        let w = pods(name, rules, None);
+        ValidatingWebhook {
+            name: format!("{name}{POOL_NAMESPACES}"),
+            client_config: o.client("/paths"),
+            namespace_selector: Some(scoped(w.namespace_selector.as_ref(), "In", &[])),
+            ..w
+        }
+    };
+    let shell = pool_paths(
+        "shell",
+        vec![rule(
+            &[""],
+            &[
+                "pods/exec",
+                "pods/attach",
+                "pods/portforward",
+                "pods/proxy",
+                "services/proxy",
+            ],
+            &["CONNECT"],
+            "Namespaced",
+        )],
+    );
+    let tokens = pool_paths(
+        "token-requests",
+        vec![rule(
+            &[""],
+            &["serviceaccounts/token"],
+            &["CREATE"],
+            "Namespaced",
+        )],
+    );
+    let updates = pool_paths(
+        "pod-updates",
+        vec![rule(&[""], &["pods"], &["UPDATE"], "Namespaced")],
+    );
+    let origin = pool_paths(
+        "pod-origin",
+        vec![rule(&[""], &["pods"], &["CREATE"], "Namespaced")],
+    );
     ValidatingWebhookConfiguration {
         metadata: metadata(),
         webhooks: Some(vec![
@@ -332,6 +379,10 @@ pub fn validating(o: &Options) -> ValidatingWebhookConfiguration {
             workloads_other,
             namespaces,
             pools,
+            shell,
+            tokens,
+            updates,
+            origin,
         ]),
     }
 }
@@ -357,4 +408,71 @@ fn with_kind<T: serde::Serialize>(object: &T, kind: &str) -> serde_json::Value {
     out.insert("kind".into(), kind.into());
     out.append(map);
     serde_json::Value::Object(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pool_paths_fail_closed_on_their_own_endpoint() {
+        let o = Options {
+            target: Target::Url("https://127.0.0.1:9443".into()),
+            ca_bundle: None,
+            timeout_seconds: 10,
+        };
+        let webhooks = validating(&o).webhooks.unwrap();
+        let paths: Vec<(String, Vec<String>, Vec<String>)> = webhooks
+            .iter()
+            .filter(|w| w.name.ends_with(".pool-namespaces.wi-webhook.dev"))
+            .map(|w| {
+                assert_eq!(w.failure_policy.as_deref(), Some("Fail"), "{}", w.name);
+                assert_eq!(
+                    w.client_config.url.as_deref(),
+                    Some("https://127.0.0.1:9443/paths")
+                );
+                let rule = &w.rules.as_ref().unwrap()[0];
+                (
+                    w.name.clone(),
+                    rule.resources.clone().unwrap(),
+                    rule.operations.clone().unwrap(),
+                )
+            })
+            .collect();
+        let strings = |s: &[&str]| s.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            paths,
+            vec![
+                (
+                    "shell.pool-namespaces.wi-webhook.dev".into(),
+                    strings(&[
+                        "pods/exec",
+                        "pods/attach",
+                        "pods/portforward",
+                        "pods/proxy",
+                        "services/proxy"
+                    ]),
+                    strings(&["CONNECT"])
+                ),
+                (
+                    "token-requests.pool-namespaces.wi-webhook.dev".into(),
+                    strings(&["serviceaccounts/token"]),
+                    strings(&["CREATE"])
+                ),
+                (
+                    "pod-updates.pool-namespaces.wi-webhook.dev".into(),
+                    strings(&["pods"]),
+                    strings(&["UPDATE"])
+                ),
+                (
+                    "pod-origin.pool-namespaces.wi-webhook.dev".into(),
+                    strings(&["pods"]),
+                    strings(&["CREATE"])
+                ),
+            ]
+        );
+        // Added after the existing webhooks, which keep their order.
+        assert_eq!(webhooks[0].name, "unlabelled-pods.wi-webhook.dev");
+        assert_eq!(webhooks[3].name, "agentpools.wi-webhook.dev");
+    }
 }

@@ -89,7 +89,11 @@ fn the_every_rule_case_reports_every_rule_whatever_the_enforcement() {
     )
     .unwrap();
     let findings: Vec<serde_json::Value> = serde_json::from_str(&text).unwrap();
-    for rule in wi_webhook::policy::rules::rule::ALL {
+    use wi_webhook::policy::rules::rule;
+    for rule in rule::ALL
+        .into_iter()
+        .filter(|r| !rule::REQUEST_ONLY.contains(r))
+    {
         assert!(
             findings.iter().any(|f| f["rule"] == rule),
             "rule {rule} not found by the audit"

@@ -53,6 +53,7 @@ fn state() -> Arc<AppState> {
         service_accounts: vec!["agent".into()],
         enforcement: Enforcement::Enforce,
         created: String::new(),
+        access: Default::default(),
     };
     AppState::new(Admitter {
         config: MutationConfig::new(TENANT),

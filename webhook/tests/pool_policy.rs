@@ -50,6 +50,7 @@ fn omtest1(enforcement: Enforcement) -> Pool {
         service_accounts: vec![OM_SA.into()],
         enforcement,
         created: String::new(),
+        access: Default::default(),
     }
 }
 
@@ -63,6 +64,7 @@ fn payments(enforcement: Enforcement) -> Pool {
         service_accounts: vec![PAY_SA.into(), "nightly".into()],
         enforcement,
         created: String::new(),
+        access: Default::default(),
     }
 }
 

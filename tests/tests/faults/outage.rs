@@ -107,6 +107,8 @@ async fn api_server_outage_admissions_continue_from_the_cache() {
             "namespaces": [pool_ns.name()],
             "serviceAccounts": ["agent"],
             "enforcement": "Enforce",
+            // The test creates the pool's pods directly, as the admin.
+            "access": {"podCreators": [{"kind": "User", "name": "admin"}]},
         },
     }))
     .unwrap();

@@ -5,8 +5,10 @@
 //! `requestKind`, `requestResource` and `options` (a `Value`). No decision reads those, so
 //! they are skipped while parsing (`userInfo` must still be present, as the API defines
 //! it), and the request is handed on as kube-core's `AdmissionRequest` with them empty
-//! (BENCHMARKS.md, fourth round).
+//! (BENCHMARKS.md, fourth round). The one path whose rules depend on who asks (`/paths`)
+//! parses `userInfo` ([`User`]).
 
+use k8s_openapi::api::authentication::v1::UserInfo;
 use kube::core::admission::{AdmissionRequest, Operation};
 use kube::core::gvk::{GroupVersionKind, GroupVersionResource};
 use kube::core::{Resource, TypeMeta};
@@ -17,10 +19,10 @@ use serde::de::IgnoredAny;
 /// AdmissionReview").
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub(super) struct AdmissionReview<T> {
+pub(super) struct AdmissionReview<T, U = IgnoredAny> {
     pub api_version: String,
     pub kind: String,
-    pub request: Option<Request<T>>,
+    pub request: Option<Request<T, U>>,
     /// Makes the envelope a map only, as kube-core's is: a JSON array is refused as "not a
     /// struct AdmissionReview" rather than read field by field. Other keys are ignored.
     #[serde(flatten)]
@@ -29,7 +31,7 @@ pub(super) struct AdmissionReview<T> {
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub(super) struct Request<T> {
+pub(super) struct Request<T, U = IgnoredAny> {
     uid: String,
     kind: GroupVersionKind,
     resource: GroupVersionResource,
@@ -41,14 +43,31 @@ pub(super) struct Request<T> {
     namespace: Option<String>,
     operation: Operation,
     #[serde(rename = "userInfo")]
-    _user_info: IgnoredAny,
+    user_info: U,
     object: Option<T>,
     old_object: Option<T>,
     #[serde(default)]
     dry_run: bool,
 }
 
-impl<T: Resource> Request<T> {
+/// What is kept of `userInfo`: nothing ([`IgnoredAny`]), or all of it ([`UserInfo`]).
+pub(super) trait User {
+    fn into_user(self) -> UserInfo;
+}
+
+impl User for IgnoredAny {
+    fn into_user(self) -> UserInfo {
+        UserInfo::default()
+    }
+}
+
+impl User for UserInfo {
+    fn into_user(self) -> UserInfo {
+        self
+    }
+}
+
+impl<T: Resource, U: User> Request<T, U> {
     /// kube-core's request, with the envelope's type and without what was skipped.
     pub fn into_admission_request(self, types: TypeMeta) -> AdmissionRequest<T> {
         AdmissionRequest {
@@ -63,7 +82,7 @@ impl<T: Resource> Request<T> {
             name: self.name,
             namespace: self.namespace,
             operation: self.operation,
-            user_info: Default::default(),
+            user_info: self.user_info.into_user(),
             object: self.object,
             old_object: self.old_object,
             dry_run: self.dry_run,

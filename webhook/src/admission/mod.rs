@@ -9,6 +9,7 @@
 
 mod decide;
 mod envelope;
+mod paths;
 pub mod raw;
 mod validate;
 
@@ -69,6 +70,13 @@ pub struct Outcome {
     pub pool: Option<String>,
     /// Every pool violation found, whatever its enforcement.
     pub violations: Vec<Violation>,
+    /// Uses of an AgentPool's break-glass lists, allowed and recorded.
+    pub grants: Vec<policy::access::Grant>,
+    /// The requester, where the rules depend on who asks (`/paths`).
+    pub user: Option<String>,
+    /// The path the review came to (`/mutate`, `/validate`, `/paths`): one object may be
+    /// decided by several webhooks.
+    pub endpoint: &'static str,
 }
 
 impl Outcome {
@@ -126,6 +134,22 @@ pub fn decode<T>(body: &[u8]) -> Result<AdmissionRequest<T>, BadReview>
 where
     T: Resource<DynamicType = ()> + serde::de::DeserializeOwned,
 {
+    decode_as::<T, serde::de::IgnoredAny>(body)
+}
+
+/// [`decode`] with the request's `userInfo`, for the rules that depend on who asks.
+pub fn decode_with_user<T>(body: &[u8]) -> Result<AdmissionRequest<T>, BadReview>
+where
+    T: Resource<DynamicType = ()> + serde::de::DeserializeOwned,
+{
+    decode_as::<T, k8s_openapi::api::authentication::v1::UserInfo>(body)
+}
+
+fn decode_as<T, U>(body: &[u8]) -> Result<AdmissionRequest<T>, BadReview>
+where
+    T: Resource<DynamicType = ()> + serde::de::DeserializeOwned,
+    U: envelope::User + serde::de::DeserializeOwned,
+{
     // JSON is UTF-8 (RFC 8259), and the API server sends nothing else. Checked here, over
     // the whole body: serde_json skips the strings of fields a decoder does not keep without
     // checking them, so invalid UTF-8 in a skipped field would otherwise pass on `/mutate`
@@ -137,7 +161,7 @@ where
             "body is not an AdmissionReview: invalid UTF-8 at line {line} column {column}"
         ))
     })?;
-    let review: envelope::AdmissionReview<T> = serde_json::from_str(text)
+    let review: envelope::AdmissionReview<T, U> = serde_json::from_str(text)
         .map_err(|e| BadReview(format!("body is not an AdmissionReview: {e}")))?;
     if review.kind != "AdmissionReview" || !VERSIONS.contains(&review.api_version.as_str()) {
         return Err(BadReview(format!(
@@ -201,6 +225,9 @@ impl Outcome {
             rule: None,
             pool: None,
             violations: Vec::new(),
+            grants: Vec::new(),
+            user: None,
+            endpoint: "",
         }
     }
 }

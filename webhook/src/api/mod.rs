@@ -66,14 +66,16 @@ impl AppState {
     }
 }
 
-/// The admission router: `POST /mutate` (injection and pool policy for selected pods) and
-/// `POST /validate` (pool policy for everything else).
+/// The admission router: `POST /mutate` (injection and pool policy for selected pods),
+/// `POST /validate` (pool policy for everything else) and `POST /paths` (the other paths to
+/// a pool pod's token: shell access, TokenRequest, pod UPDATE, pods created by hand).
 pub fn router(state: Arc<AppState>, body_limit: usize) -> Router {
     Router::new()
         .route("/mutate", post(mutate))
         // Upstream's path, so that its webhook configuration works unchanged during a cut-over.
         .route("/mutate-v1-pod", post(mutate))
         .route("/validate", post(validate))
+        .route("/paths", post(paths))
         .fallback(|| async {
             ApiError::new(
                 StatusCode::NOT_FOUND,
@@ -127,10 +129,26 @@ async fn validate(state: State<Arc<AppState>>, req: axum::extract::Request) -> R
     answer(state, read_body(req).await, Endpoint::Validate).await
 }
 
+async fn paths(state: State<Arc<AppState>>, req: axum::extract::Request) -> Response {
+    answer(state, read_body(req).await, Endpoint::Paths).await
+}
+
 #[derive(Clone, Copy)]
 enum Endpoint {
     Mutate,
     Validate,
+    /// Shell access, TokenRequest, pod UPDATE and pod origin in pool namespaces.
+    Paths,
+}
+
+impl Endpoint {
+    fn path(self) -> &'static str {
+        match self {
+            Endpoint::Mutate => "/mutate",
+            Endpoint::Validate => "/validate",
+            Endpoint::Paths => "/paths",
+        }
+    }
 }
 
 async fn answer(
@@ -150,6 +168,7 @@ async fn answer(
     let outcome = match endpoint {
         Endpoint::Mutate => state.admitter.review(&body).await,
         Endpoint::Validate => state.admitter.review_validate(&body).await,
+        Endpoint::Paths => state.admitter.review_paths(&body).await,
     };
     match outcome {
         Err(bad) => {
@@ -157,7 +176,10 @@ async fn answer(
             tracing::warn!(error = %bad, "not an AdmissionReview");
             ApiError::new(StatusCode::BAD_REQUEST, bad.0).into_response()
         }
-        Ok(outcome) => respond(&state, outcome, started),
+        Ok(mut outcome) => {
+            outcome.endpoint = endpoint.path();
+            respond(&state, outcome, started)
+        }
     }
 }
 
@@ -199,6 +221,11 @@ pub fn respond(state: &AppState, outcome: Outcome, started: Instant) -> Response
             });
         }
     }
+    for g in &outcome.grants {
+        state.metrics.grant(&g.pool, g.rule);
+        tracing::warn!(pool = %g.pool, rule = g.rule, list = g.list, user = %g.user, subject = %g.subject, action = %g.action, "pool access granted by a break-glass list");
+        state.events.grant(g.clone());
+    }
     tracing::info!(
         uid = %outcome.uid,
         namespace = %outcome.namespace,
@@ -210,6 +237,8 @@ pub fn respond(state: &AppState, outcome: Outcome, started: Instant) -> Response
         decision,
         rule = outcome.rule.unwrap_or(""),
         dry_run = outcome.dry_run,
+        user = outcome.user.as_deref().unwrap_or(""),
+        endpoint = outcome.endpoint,
         latency_us = (seconds * 1e6) as u64,
         "admission"
     );

@@ -40,6 +40,7 @@ fn pools() -> Vec<Pool> {
         service_accounts: vec!["agent".into()],
         enforcement: Enforcement::Enforce,
         created: String::new(),
+        access: Default::default(),
     }]
 }
 

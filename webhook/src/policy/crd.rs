@@ -45,6 +45,51 @@ pub struct AgentPoolSpec {
     /// records.
     #[serde(default)]
     pub enforcement: Enforcement,
+    /// Who may reach the pool's token by a path other than the pool's own workloads: each
+    /// list empty by default, every use recorded.
+    #[serde(default)]
+    pub access: PoolAccess,
+}
+
+/// Break-glass lists: the subjects allowed each path to a pool pod's token.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct PoolAccess {
+    /// May `kubectl exec`, `attach` and `port-forward` into the pool's pods.
+    #[serde(default)]
+    #[schemars(length(max = 64))]
+    pub shell: Vec<AccessSubject>,
+    /// May request tokens (TokenRequest) for the pool's ServiceAccounts, besides the kubelets.
+    #[serde(default)]
+    #[schemars(length(max = 64))]
+    pub token_requesters: Vec<AccessSubject>,
+    /// May create pods in the pool's namespaces directly, besides the workload controllers.
+    #[serde(default)]
+    #[schemars(length(max = 64))]
+    pub pod_creators: Vec<AccessSubject>,
+}
+
+/// A user, group or ServiceAccount, as an RBAC subject names it.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.kind == 'ServiceAccount' ? has(self.__namespace__) : !has(self.__namespace__)").message("namespace is set for a ServiceAccount, and only for one"))]
+pub struct AccessSubject {
+    pub kind: SubjectKind,
+    /// User name, group name, or ServiceAccount name, exactly as the API server
+    /// authenticates it.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// The ServiceAccount's namespace (ServiceAccount only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63))]
+    pub namespace: Option<String>,
+}
+
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SubjectKind {
+    User,
+    Group,
+    ServiceAccount,
 }
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]

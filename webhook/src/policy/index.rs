@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
-use super::crd::{AgentPool, Enforcement, PoolConflict};
+use super::crd::{AgentPool, Enforcement, PoolAccess, PoolConflict};
 
 /// What the decision needs of one AgentPool.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -19,6 +19,8 @@ pub struct Pool {
     /// `metadata.creationTimestamp` (RFC 3339, as the API server writes it; empty when
     /// unknown): of two conflicting pools the older keeps working.
     pub created: String,
+    /// Who else may reach the pool's token (break-glass lists).
+    pub access: PoolAccess,
 }
 
 impl Pool {
@@ -43,6 +45,7 @@ impl Pool {
                 .as_ref()
                 .map(|t| t.0.to_string())
                 .unwrap_or_default(),
+            access: p.spec.access.clone(),
         })
     }
 }

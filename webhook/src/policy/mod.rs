@@ -5,13 +5,18 @@
 //! `rules` is the pure decision; `index` the lookups it runs on; `watch` keeps the index
 //! current from the cluster and writes conflicts to the pools' status.
 
+pub mod access;
 pub mod crd;
 pub mod env;
 mod ephemeral;
 pub mod events;
 pub mod index;
 pub mod reserved;
+pub mod origin;
 pub mod rules;
+pub mod shell;
+pub mod tokens;
+pub mod update;
 pub mod watch;
 
 #[cfg(test)]
@@ -139,6 +144,15 @@ pub fn verdict(
     display: &str,
     violations: Vec<Violation>,
 ) -> Result<Verdict, (Denial, Vec<Violation>)> {
+    verdict_for(format_args!("pod {display}"), violations)
+}
+
+/// [`verdict`] for any request: `what` opens the denial (`pod ns/name`, `exec into pod
+/// ns/name`).
+pub fn verdict_for(
+    what: impl std::fmt::Display,
+    violations: Vec<Violation>,
+) -> Result<Verdict, (Denial, Vec<Violation>)> {
     if violations
         .iter()
         .any(|v| v.enforcement == Enforcement::Enforce)
@@ -151,7 +165,7 @@ pub fn verdict(
         let denial = Denial {
             code: 403,
             rule: POLICY_RULE,
-            message: format!("pod {display} violates pool isolation: {all}"),
+            message: format!("{what} violates pool isolation: {all}"),
         };
         return Err((denial, violations));
     }

@@ -41,8 +41,19 @@ pub mod rule {
     /// A pool's namespace labelled `wi-webhook.dev/ignore`.
     pub const NAMESPACE_IGNORED: &str = "pool-namespace-ignored";
 
-    /// The rules of pods and pod templates (what audits report).
-    pub const ALL: [&str; 9] = [
+    /// exec, attach or port-forward into a pool's pod by a subject not in `spec.access.shell`.
+    pub const SHELL_ACCESS: &str = "pool-shell-access";
+    /// A token requested for a pool's ServiceAccount by neither a kubelet nor a subject in
+    /// `spec.access.tokenRequesters`.
+    pub const TOKEN_REQUEST: &str = "pool-token-request";
+    /// An UPDATE of a pool's pod that changes an image or what the pool checks read.
+    pub const POD_UPDATE: &str = "pool-pod-update";
+    /// A pod created in a pool's namespace by neither a workload controller nor a subject in
+    /// `spec.access.podCreators`.
+    pub const POD_ORIGIN: &str = "pool-pod-origin";
+
+    /// Every rule of pods, pod templates and the paths to a pool's token.
+    pub const ALL: [&str; 13] = [
         CLAIMS_DISAGREE,
         SERVICE_ACCOUNT,
         IDENTITY_MISMATCH,
@@ -52,7 +63,16 @@ pub mod rule {
         EPHEMERAL,
         CONFLICT,
         CLIENT_ID_FORMAT,
+        SHELL_ACCESS,
+        TOKEN_REQUEST,
+        POD_UPDATE,
+        POD_ORIGIN,
     ];
+
+    /// The rules decided by the request (who asks, and what the object was before), which
+    /// a manifest or a stored object cannot show: the offline and cluster audits never
+    /// report them.
+    pub const REQUEST_ONLY: [&str; 4] = [SHELL_ACCESS, TOKEN_REQUEST, POD_UPDATE, POD_ORIGIN];
 }
 
 /// One broken rule, attributed to the pool whose enforcement mode decides what it does.

@@ -24,6 +24,7 @@ fn pool(name: &str, client_id: &str, namespaces: &[&str]) -> Pool {
         service_accounts: vec![format!("agent-{name}")],
         enforcement: Enforcement::Enforce,
         created: String::new(),
+        access: Default::default(),
     }
 }
 
