@@ -186,4 +186,3 @@ mod tests {
         assert!(err.to_string().contains("must be a Kubernetes object"));
     }
 }
-

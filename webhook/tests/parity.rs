@@ -124,6 +124,12 @@ fn audit_verdict(file: &Path, case: &Case) -> Result<Verdict, String> {
         return Err(run.stderr);
     }
     let findings: Vec<Value> = serde_json::from_str(&run.stdout).expect("JSON findings");
+    // A client id that is no GUID outside every pool's namespaces is admitted by the cluster
+    // and reported by the audit alone (a finding of no pool): the one designed difference.
+    let findings: Vec<Value> = findings
+        .into_iter()
+        .filter(|f| !(f["rule"] == "identity-client-id-format" && f["pool"] == ""))
+        .collect();
     Ok(Verdict {
         denied: findings
             .iter()

@@ -11,9 +11,6 @@ use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
 
-use crate::keys;
-use crate::policy::crd::POOL_LABEL;
-
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct RawObject {
     pub raw: Value,
@@ -78,12 +75,6 @@ enum Shape {
     Only(&'static [(&'static str, Shape)]),
     /// A list whose items have this shape.
     Items(&'static Shape),
-    /// A map of strings (labels, annotations) of which these keys are read: the others are
-    /// skipped when they are strings, and kept when they are not, so that the decision
-    /// refuses a malformed map exactly as it would have with the whole map.
-    Strings(&'static [&'static str]),
-    /// A value of such a map that is not read: kept only when it is not a string.
-    UnlessString,
 }
 
 /// Any object: everything but `metadata.managedFields`, which no decision reads and which
@@ -102,6 +93,8 @@ static OBJECT: Shape = Shape::Except {
 /// A container as the mutation and the pool checks read it: its name, env and mounts.
 static CONTAINER: Shape = Shape::Only(&[
     ("name", Shape::Whole),
+    // `envFrom` decides whether a `$(VAR)` in `env` is known.
+    ("envFrom", Shape::Whole),
     ("env", Shape::Whole),
     ("volumeMounts", Shape::Whole),
 ]);
@@ -116,16 +109,9 @@ static POD: Shape = Shape::Only(&[
             ("name", Shape::Whole),
             ("generateName", Shape::Whole),
             ("namespace", Shape::Whole),
-            ("labels", Shape::Strings(&[keys::USE_LABEL, POOL_LABEL])),
-            (
-                "annotations",
-                Shape::Strings(&[
-                    keys::INJECT_PROXY,
-                    keys::PROXY_PORT,
-                    keys::SKIP_CONTAINERS,
-                    keys::TOKEN_EXPIRATION,
-                ]),
-            ),
+            // Whole: an env `fieldRef` may read any label or annotation of the pod.
+            ("labels", Shape::Whole),
+            ("annotations", Shape::Whole),
         ]),
     ),
     (
@@ -149,9 +135,7 @@ impl Shape {
     /// The shape of `key` in an object of this shape; `None`: skipped.
     fn of(&self, key: &str) -> Option<&Shape> {
         match self {
-            Shape::Whole | Shape::Items(_) | Shape::UnlessString => Some(&Shape::Whole),
-            Shape::Strings(read) if read.contains(&key) => Some(&Shape::Whole),
-            Shape::Strings(_) => Some(&Shape::UnlessString),
+            Shape::Whole | Shape::Items(_) => Some(&Shape::Whole),
             Shape::Except { skip, nested } => {
                 if skip.contains(&key) {
                     None
@@ -212,52 +196,6 @@ impl<'de> Visitor<'de> for Key {
     }
 }
 
-/// A value that is dropped when it is a string, and kept (whole) when it is not.
-struct UnlessString;
-
-impl<'de> DeserializeSeed<'de> for UnlessString {
-    type Value = Option<Value>;
-
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for UnlessString {
-    type Value = Option<Value>;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("any JSON value")
-    }
-    fn visit_borrowed_str<E>(self, _: &'de str) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-    fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
-        Raw(&Shape::Whole).visit_map(map).map(Some)
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
-        Raw(&Shape::Whole).visit_seq(seq).map(Some)
-    }
-    fn visit_bool<E>(self, v: bool) -> Result<Self::Value, E> {
-        Ok(Some(Value::Bool(v)))
-    }
-    fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
-        Ok(Some(Value::from(v)))
-    }
-    fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
-        Ok(Some(Value::from(v)))
-    }
-    fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
-        Ok(Some(Value::from(v)))
-    }
-    fn visit_unit<E>(self) -> Result<Self::Value, E> {
-        Ok(Some(Value::Null))
-    }
-}
-
 impl<'de> Visitor<'de> for Raw {
     type Value = Value;
 
@@ -271,11 +209,6 @@ impl<'de> Visitor<'de> for Raw {
             match self.0.of(&key) {
                 None => {
                     map.next_value::<IgnoredAny>()?;
-                }
-                Some(Shape::UnlessString) => {
-                    if let Some(value) = map.next_value_seed(UnlessString)? {
-                        out.insert(key.into_owned(), value);
-                    }
                 }
                 Some(shape) => {
                     let value = map.next_value_seed(Raw(shape))?;

@@ -215,4 +215,3 @@ impl Admitter {
         decision
     }
 }
-

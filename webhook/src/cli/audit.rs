@@ -139,11 +139,13 @@ pub fn audit_files(args: &AuditArgs) -> Run {
         Err(e) => return fail(&e),
     };
     // Only pods and workloads are decided with the tenant: AgentPools and credentials alone
-    // need none.
+    // need none. A tenant given empty is refused as `serve` refuses it.
     let decides = docs
         .iter()
         .any(|d| ObjectId::of_document(&d.value, default_namespace).is_some());
-    if decides && let Err(e) = tenant(args) {
+    if (decides || args.tenant_id.is_some())
+        && let Err(e) = tenant(args)
+    {
         return fail(&e);
     }
     let auditor = Auditor::new(state, config(args));

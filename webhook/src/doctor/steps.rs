@@ -6,8 +6,8 @@ use serde_json::Value;
 use super::{Inputs, Step};
 use crate::audit::Auditor;
 use crate::config::MutationConfig;
-use crate::offline::ClusterState;
 use crate::keys;
+use crate::offline::ClusterState;
 use crate::pod::{ContainerList, PodView, container_name};
 use crate::policy::{Policy, PoolIndex};
 

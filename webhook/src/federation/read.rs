@@ -41,7 +41,10 @@ pub fn read_paths(paths: &[PathBuf]) -> Result<Credentials, InputError> {
 /// The credentials and identities of one file's text (JSON, or YAML as `az -o yaml` prints).
 pub fn parse(name: &str, text: &str) -> Result<Credentials, InputError> {
     let mut out = Credentials::default();
-    for (i, value) in crate::inputs::documents(name, text)?.into_iter().enumerate() {
+    for (i, value) in crate::inputs::documents(name, text)?
+        .into_iter()
+        .enumerate()
+    {
         let source = format!("{name}#{}", i + 1);
         let read = from_value(&value, &source).map_err(|message| InputError::Shape {
             path: source.clone(),
