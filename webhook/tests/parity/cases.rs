@@ -124,10 +124,7 @@ pub fn scratch(name: &str) -> PathBuf {
 }
 
 pub fn write_yaml(path: &Path, docs: &[&Value], more: &str) {
-    let mut text: Vec<String> = docs
-        .iter()
-        .map(|d| wi_webhook::yaml::to_string(d))
-        .collect();
+    let mut text: Vec<String> = docs.iter().map(wi_webhook::yaml::to_string).collect();
     if !more.is_empty() {
         text.push(more.to_string());
     }
