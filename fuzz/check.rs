@@ -2,7 +2,7 @@
 //! (`webhook/tests/fuzz_regressions.rs`), which replays the seeds and every minimised crash
 //! input through them. Any bytes as the body of `POST /mutate` and `POST /validate` against
 //! the ServiceAccounts and AgentPools of the golden fixtures (`fuzz/state.yaml`): beyond "no
-//! panic", every allowed answer with a patch must keep the invariants of SPEC 3: the patch
+//! panic", every allowed answer with a patch must keep the invariants of the admission contract: the patch
 //! applies to the object, the result is still a Pod, nothing of the input is lost, and
 //! admitting the result again changes nothing and denies nothing.
 

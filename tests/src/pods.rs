@@ -1,5 +1,5 @@
 //! Building the objects the tests send, and checking what the API server stored: the
-//! workload-identity mutation of SPEC section 2, with its default configuration (the one
+//! workload-identity mutation, with its default configuration (the one
 //! `run.sh` starts the webhook with).
 
 use std::collections::BTreeSet;

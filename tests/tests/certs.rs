@@ -1,4 +1,4 @@
-//! Certificates through the real control plane (SPEC section 6): self-managed mode from an
+//! Certificates through the real control plane: self-managed mode from an
 //! empty caBundle to working admissions, two replicas converging on one Secret, rotation of
 //! the serving certificate and of the CA while pods are created without pause, and file
 //! mode reloading a Secret volume's `..data` symlink swap while requests flow.

@@ -1,4 +1,4 @@
-//! SPEC 3 denials through the API server: the pod is refused with the webhook's one-line
+//! Denials through the API server: the pod is refused with the webhook's one-line
 //! message (after the API server's `admission webhook "..." denied the request:`) and its
 //! status code, and nothing is stored. Next to each denial, the closest pod that must pass.
 
@@ -83,7 +83,7 @@ fn identity() -> Identity<'static> {
     }
 }
 
-/// SPEC 2.3: the expiration must be a whole number of seconds in 3600..=86400; the message
+/// The expiration must be a whole number of seconds in 3600..=86400; the message
 /// names the annotation, the value and the range. The boundaries pass; empty is unset.
 #[tokio::test]
 async fn bad_token_expiration_on_the_pod_is_denied() {
@@ -144,7 +144,7 @@ async fn bad_token_expiration_on_the_service_account_is_denied_unless_the_pod_ov
     assert_mutated(&stored, identity(), 7200);
 }
 
-/// SPEC 1: the proxy port is an integer in 1..65535.
+/// The proxy port is an integer in 1..65535.
 #[tokio::test]
 async fn bad_proxy_port_is_denied() {
     let s = setup("e2e-deny-port", &[]).await;
@@ -184,7 +184,7 @@ async fn bad_proxy_port_is_denied() {
     assert_eq!(proxy.ports.as_ref().unwrap()[0].container_port, 8081);
 }
 
-/// SPEC 2.8: the proxy init container would rewrite the node's iptables on a host-network
+/// The proxy init container would rewrite the node's iptables on a host-network
 /// pod: denied, whatever the case of `true`. Without the proxy the same pod is mutated.
 #[tokio::test]
 async fn host_network_with_the_proxy_is_denied() {
@@ -205,7 +205,7 @@ async fn host_network_with_the_proxy_is_denied() {
     assert_eq!(container_names(spec(&stored)), (vec![], vec!["agent"]));
 }
 
-/// SPEC 3: a pod whose ServiceAccount does not exist is denied (404) with a message naming
+/// A pod whose ServiceAccount does not exist is denied (404) with a message naming
 /// the namespace and the ServiceAccount, after the cache miss and one direct GET.
 ///
 /// The API server's own ServiceAccount admission plugin refuses such a pod before any

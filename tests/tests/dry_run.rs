@@ -1,4 +1,4 @@
-//! SPEC 3: `request.dryRun` is answered exactly as a real request, and a server-side dry
+//! `request.dryRun` is answered exactly as a real request, and a server-side dry
 //! run stores nothing: the way to audit a manifest.
 
 use k8s_openapi::api::core::v1::{Pod, ServiceAccount};

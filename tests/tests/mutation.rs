@@ -13,9 +13,9 @@ const SEED_CLIENT_ID: &str = "6f1a3f4e-2b7c-4f0e-9a51-3c2d1e0f9a8b";
 const SEED_TENANT_ID: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
 const SEED_AGENT: &str = "ado-agent-omtest1";
 
-/// SPEC 2 on the setup of the seed article: `examples/seed-agent.yaml` applied as written
+/// The mutation on the example agent pool: `examples/seed-agent.yaml` applied as written
 /// (in the test's namespace), Deployment -> ReplicaSet -> Pod, and the stored pod is the
-/// one the article's `kubectl describe pod` shows, with the native sidecar of a 1.34 server.
+/// one a mutated agent pod must look like, with the native sidecar of a 1.34 server.
 #[tokio::test]
 async fn seed_agent_pool_pod_gets_the_full_mutation() {
     let cluster = wi_e2e::cluster().await;
@@ -236,7 +236,7 @@ async fn unlabelled_pods_are_stored_as_sent() {
     );
 }
 
-/// SPEC 2.10: the webhook is built against Kubernetes 1.33 types and the test API server is
+/// The webhook is built against Kubernetes 1.33 types and the test API server is
 /// 1.34 with the alpha field `spec.hostnameOverride` enabled (run.sh). A labelled pod that
 /// sets it is mutated and keeps it: the patch is computed on the raw JSON, never by a round
 /// trip through types that would drop the field.

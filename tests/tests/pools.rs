@@ -1,4 +1,4 @@
-//! Pool isolation (SPEC section 4) through the real API server: the CRD from `manifests/`,
+//! Pool isolation through the real API server: the CRD from `manifests/`,
 //! AgentPools created and changed while the webhook runs, and the seed's setup extended to
 //! two teams whose agents each get their own identity and cannot take the other's.
 //!

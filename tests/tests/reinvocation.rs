@@ -1,4 +1,4 @@
-//! SPEC 2.9: reinvocation. A second mutating webhook, run by the test and called after
+//! Reinvocation. A second mutating webhook, run by the test and called after
 //! ours (its configuration's name sorts after `wi-webhook`), changes the pod; our webhook
 //! (reinvocationPolicy IfNeeded) is called again by the API server and must leave a valid
 //! pod: the new containers get the env and the mount, nothing is injected twice.

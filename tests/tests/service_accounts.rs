@@ -1,4 +1,4 @@
-//! SPEC 3: ServiceAccounts come from a watch-backed cache, with a direct GET on a miss.
+//! ServiceAccounts come from a watch-backed cache, with a direct GET on a miss.
 //! A ServiceAccount created a moment before its pod is found; a changed annotation is seen
 //! by the next pods once the watch delivers it.
 

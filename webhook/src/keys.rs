@@ -1,4 +1,4 @@
-//! The label and annotation keys the webhook reads, spelled exactly as upstream (SPEC section 1).
+//! The label and annotation keys the webhook reads, spelled exactly as upstream.
 
 /// Pod label that the webhook configuration's objectSelector selects on.
 pub const USE_LABEL: &str = "azure.workload.identity/use";

@@ -24,7 +24,7 @@ use crate::keys;
 
 /// The annotations of a ServiceAccount the webhook reads: client id, tenant id and token
 /// lifetime. Each is kept as it is, so a present but empty tenant id (how a ServiceAccount
-/// opts out of the webhook's tenant, SPEC 2.2) stays distinct from an absent one.
+/// opts out of the webhook's tenant) stays distinct from an absent one.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SaAnnotations {
     client_id: Option<String>,

@@ -13,12 +13,12 @@
 //! Paths in the output are shown relative to the repository root, so expected files do not
 //! depend on where the repository is checked out.
 //!
-//! Every case that exits 0 is also checked for idempotence (SPEC 2.9): its own output, fed
+//! Every case that exits 0 is also checked for idempotence: its own output, fed
 //! back with the same ServiceAccounts, AgentPools and flags, must give an empty patch for every
 //! object.
 //!
 //! `WI_BLESS=1 cargo test -p wi-webhook --test golden` rewrites the expected files from the
-//! actual output. Read every file it writes and check it against the SPEC by hand before
+//! actual output. Read every file it writes and check it against the documented behaviour by hand before
 //! committing: a blessed file only records what the code does, not what it should do.
 
 use std::fmt::Write as _;
@@ -258,7 +258,7 @@ fn compare(name: &str, run: &Run, want: &Expected) -> Option<String> {
     (!report.is_empty()).then_some(report)
 }
 
-/// SPEC 2.9: the mutation of its own output is empty. Feeds the output back together with the
+/// Idempotence: the mutation of its own output is empty. Feeds the output back together with the
 /// case's ServiceAccounts, AgentPools and flags and checks every patch.
 fn check_idempotent(
     rt: &tokio::runtime::Runtime,

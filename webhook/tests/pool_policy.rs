@@ -1,4 +1,4 @@
-//! The pool isolation policy (SPEC section 4) through the admission routers, driven in process
+//! The pool isolation policy through the admission routers, driven in process
 //! (`tower::ServiceExt::oneshot`, no sockets), for what `wi-webhook mutate` cannot show: the
 //! validating path (unlabelled pods, `kubectl debug`, workload templates at CREATE and UPDATE,
 //! AgentPools themselves), the response's `warnings` and `auditAnnotations`, and the metric.

@@ -1,5 +1,5 @@
 //! The admission and health routers driven in process (`tower::ServiceExt::oneshot`, no
-//! sockets): the AdmissionReview contract of SPEC section 3 as the API server sees it.
+//! sockets): the AdmissionReview contract as the API server sees it.
 
 mod common;
 use common::service_account;

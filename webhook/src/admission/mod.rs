@@ -1,4 +1,4 @@
-//! The admission contract (SPEC section 3): AdmissionReview in, AdmissionReview out.
+//! The admission contract: AdmissionReview in, AdmissionReview out.
 //!
 //! Plain functions over the request body; the HTTP layer (`api`) only moves bytes, measures
 //! and logs. The one async step is the ServiceAccount lookup (cache, then a direct GET).

@@ -41,7 +41,7 @@ impl<'de> Deserialize<'de> for RawObject {
     }
 }
 
-/// A pod as the mutating path reads it: the fields a decision reads (SPEC 2 and 4), every
+/// A pod as the mutating path reads it: the fields a decision reads, every
 /// other field skipped while parsing.
 ///
 /// The decision never writes the object back: the patch only adds, at paths computed from

@@ -1,7 +1,7 @@
 //! The answer's JSON in one pass.
 //!
 //! kube-core serialises `response.patch` (a `Vec<u8>`) as an array of numbers; the API
-//! defines it as Go `[]byte`, whose JSON form is a base64 string (SPEC 3). Rather than
+//! defines it as Go `[]byte`, whose JSON form is a base64 string. Rather than
 //! serialising the review to a `serde_json::Value`, patching that and serialising it again,
 //! this writes kube-core's own field order and skip rules directly into the output, the
 //! patch's base64 among them: its alphabet needs no escaping, so it is encoded straight into

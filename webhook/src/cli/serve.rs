@@ -268,7 +268,7 @@ pub async fn kube_config(kubeconfig: Option<&std::path::Path>) -> anyhow::Result
 }
 
 /// Native sidecars (init containers with restartPolicy Always) are on by default from 1.29
-/// and GA in 1.33; the SPEC asks for 1.32 or newer.
+/// and GA in 1.33; the webhook supports 1.32 or newer.
 async fn native_sidecars_supported(client: &Client) -> anyhow::Result<bool> {
     let info = client
         .apiserver_version()

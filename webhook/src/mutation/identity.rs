@@ -1,4 +1,4 @@
-//! Which identity a pod gets: client id, tenant and token lifetime (SPEC section 2, steps 1-3).
+//! Which identity a pod gets: client id, tenant and token lifetime.
 
 use crate::config::MutationConfig;
 use crate::denial::Denial;

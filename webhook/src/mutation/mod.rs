@@ -1,4 +1,4 @@
-//! The workload-identity mutation of one pod (SPEC section 2), as JSON Patch operations
+//! The workload-identity mutation of one pod, as JSON Patch operations
 //! computed on the raw pod JSON.
 //!
 //! Every operation is an `add`: values appended to lists (`.../-`), lists created where absent,

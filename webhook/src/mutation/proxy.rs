@@ -1,4 +1,4 @@
-//! The IMDS proxy: init container `azwi-proxy-init` and sidecar `azwi-proxy` (SPEC 2.8).
+//! The IMDS proxy: init container `azwi-proxy-init` and sidecar `azwi-proxy`.
 
 use serde_json::{Value, json};
 

@@ -1,4 +1,4 @@
-//! Pool isolation (SPEC section 4): AgentPools say which namespaces, ServiceAccounts and
+//! Pool isolation: AgentPools say which namespaces, ServiceAccounts and
 //! managed identity belong to which agent pool and team; every pod (and workload template)
 //! is checked against them, and the owning pool's identity feeds the mutation.
 //!

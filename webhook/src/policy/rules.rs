@@ -1,4 +1,4 @@
-//! The pool isolation checks of SPEC section 4, as a pure function of the pod, its
+//! The pool isolation checks, as a pure function of the pod, its
 //! ServiceAccount and the pool index. Each check has a stable rule id printed in its message.
 
 use std::collections::BTreeSet;

@@ -1,5 +1,5 @@
 //! The certificate flags of `serve` and the two ways of getting a serving certificate
-//! (SPEC section 6): files written by cert-manager, reloaded when they change, or
+//!: files written by cert-manager, reloaded when they change, or
 //! self-managed (a CA and certificate the webhook keeps in a Secret, rotated before expiry).
 
 use std::net::IpAddr;
