@@ -70,6 +70,9 @@ async fn audit_cluster_checks_credentials_against_the_live_issuer_and_pools() {
                     "json",
                     "--credentials",
                     dir.to_str().unwrap(),
+                    // The tenant the test control plane's webhook runs with.
+                    "--tenant-id",
+                    pods::WEBHOOK_TENANT_ID,
                 ],
             )
             .await
