@@ -248,7 +248,7 @@ spec:
         .unwrap_err()
         .to_string();
     assert!(
-        err.contains("workloads.wi-webhook.dev")
+        err.contains("workloads.pool-namespaces.wi-webhook.dev")
             && err.contains("sneaky-rc (ReplicationController pod template)")
             && err.contains("[identity-of-another-pool]"),
         "{err}"
