@@ -6,11 +6,12 @@
 //! Also through the binary: input on stdin (`-f -`, as `kustomize build | wi-webhook audit`)
 //! and unreadable input (exit 2, file and line named).
 
-use std::io::Write;
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 use clap::Parser;
+use common::binary;
 use wi_webhook::cli::audit::{AuditArgs, audit_files};
 
 const TENANT: &str = "00000000-0000-0000-0000-000000000001";
@@ -105,30 +106,6 @@ fn the_every_rule_case_reports_every_rule_whatever_the_enforcement() {
             "no {mode} finding"
         );
     }
-}
-
-fn binary(args: &[&str], stdin: &str) -> (String, String, i32) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_wi-webhook"))
-        .args(args)
-        .env_remove("KUBECONFIG")
-        .env_remove("AZURE_TENANT_ID")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    (
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-        out.status.code().unwrap_or(-1),
-    )
 }
 
 #[test]

@@ -4,9 +4,12 @@
 //! plan or a state), the expected output in every format and the exit code. `WI_BLESS=1`
 //! rewrites the expected files; read what it wrote before committing it.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use clap::Parser;
+use common::binary;
 use wi_webhook::cli::audit::{AuditArgs, audit_files};
 
 /// The service-account issuer of the cluster the fixtures were written for.
@@ -178,30 +181,6 @@ fn unreadable_credentials_exit_2_naming_the_file() {
         "{}",
         run.stderr
     );
-}
-
-fn binary(args: &[&str], stdin: &str) -> (String, String, i32) {
-    use std::io::Write;
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_wi-webhook"))
-        .args(args)
-        .env_remove("KUBECONFIG")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    (
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-        out.status.code().unwrap_or(-1),
-    )
 }
 
 #[test]

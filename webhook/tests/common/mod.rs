@@ -66,3 +66,31 @@ pub fn pod_review(uid: &str, namespace: &str, object: serde_json::Value) -> serd
         }
     })
 }
+
+/// Runs the built `wi-webhook` with `args` and `stdin`, without the caller's kubeconfig or
+/// tenant: (stdout, stderr, exit code).
+pub fn binary(args: &[&str], stdin: &str) -> (String, String, i32) {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wi-webhook"))
+        .args(args)
+        .env_remove("KUBECONFIG")
+        .env_remove("AZURE_TENANT_ID")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        out.status.code().unwrap_or(-1),
+    )
+}
